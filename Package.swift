@@ -1,0 +1,50 @@
+// swift-tools-version:6.0
+// metamorph: MetaMorph inference on the CPU. See README.md for the layout.
+import PackageDescription
+
+// OpenMP comes from libomp-dev (LLVM 14's omp.h); the Swift toolchain's clang has no omp.h of its own.
+let ompInclude = "/usr/lib/llvm-14/lib/clang/14.0.6/include"
+let ompLib = "/usr/lib/llvm-14/lib"
+
+let swiftFlags: [SwiftSetting] = []
+
+let package = Package(
+    name: "metamorph",
+    products: [
+        // libmetamorph.so: the C ABI of include/metamorph.h.
+        .library(name: "metamorph", type: .dynamic, targets: ["Metamorph"]),
+        .executable(name: "metamorph", targets: ["metamorph-cli"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .target(
+            name: "MetamorphKernels",
+            dependencies: ["COpenBLAS"],
+            path: "Sources/MetamorphKernels",
+            cSettings: [
+                .unsafeFlags(["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-I\(ompInclude)"]),
+            ],
+            linkerSettings: [
+                .unsafeFlags(["-L\(ompLib)", "-Xlinker", "-rpath", "-Xlinker", ompLib]),
+                .linkedLibrary("omp"),
+            ]),
+        .target(name: "MetamorphCore", dependencies: ["MetamorphKernels"], swiftSettings: swiftFlags),
+        .target(name: "MetamorphTokenizer", dependencies: [], swiftSettings: swiftFlags),
+        .target(name: "MetamorphModels", dependencies: ["MetamorphCore", "MetamorphKernels"], swiftSettings: swiftFlags),
+        .target(name: "MetamorphRuntime",
+                dependencies: ["MetamorphModels", "MetamorphTokenizer", "MetamorphCore", "MetamorphKernels"],
+                swiftSettings: swiftFlags),
+        .target(name: "Metamorph", dependencies: ["MetamorphRuntime"], swiftSettings: swiftFlags),
+        .executableTarget(
+            name: "metamorph-cli",
+            dependencies: ["MetamorphRuntime", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: swiftFlags),
+        .testTarget(name: "MetamorphTokenizerTests", dependencies: ["MetamorphTokenizer"]),
+        .testTarget(name: "MetamorphKernelsTests", dependencies: ["MetamorphKernels"]),
+        .testTarget(name: "MetamorphEngineTests", dependencies: ["MetamorphRuntime"]),
+    ]
+)

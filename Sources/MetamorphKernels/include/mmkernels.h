@@ -1,0 +1,115 @@
+/* MetamorphKernels: the hot loops of metamorph, plain C + OpenMP (+ OpenBLAS for large GEMMs).
+ *
+ * Private to the package: the public C API is include/metamorph.h at the top of the repository.
+ * Kernels know nothing of models; they take pointers, shapes and a thread count.
+ * Every fast kernel has a plain reference twin (suffix _ref) that is the oracle in tests.
+ *
+ * Conventions
+ *  - Matrices are row-major. A weight W of a Linear(in=k, out=n) is stored [n][k] (PyTorch layout).
+ *  - dtype codes: MMK_F32, MMK_F16 (IEEE half), MMK_BF16 (bfloat16). Weights are read in their
+ *    stored dtype (memory-mapped checkpoints), activations are always float32.
+ *  - nthreads <= 0 means "use 1".
+ */
+#ifndef MMKERNELS_H
+#define MMKERNELS_H
+#include <stddef.h>
+#include <stdint.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { MMK_F32 = 0, MMK_F16 = 1, MMK_BF16 = 2 };
+
+/* Bytes per element of a dtype code (0 for an unknown code). */
+size_t mmk_dtype_size(int dtype);
+
+/* dst[i] = (float)src[i] for i < n, src in `dtype`. */
+void mmk_convert_to_f32(int dtype, const void *src, float *dst, int64_t n);
+/* float32 -> f16 / bf16 (round to nearest even), used by tests and tools. */
+void mmk_f32_to_f16(const float *src, uint16_t *dst, int64_t n);
+void mmk_f32_to_bf16(const float *src, uint16_t *dst, int64_t n);
+
+/* y[n] = W[n][k] . x[k]  (+ bias[n] when bias != NULL, bias is float32).
+ * Decode path: OpenMP over rows, AVX2/FMA/F16C, streams W at memory bandwidth. */
+void mmk_matvec(int dtype, const void *W, const float *bias, const float *x, float *y,
+                int64_t n, int64_t k, int nthreads);
+void mmk_matvec_ref(int dtype, const void *W, const float *bias, const float *x, float *y,
+                    int64_t n, int64_t k);
+
+/* Y[m][n] = X[m][k] . W[n][k]^T (+ bias[n]).  Prefill / batched path.
+ * F32 weights go straight to OpenBLAS sgemm; F16/BF16 weights are converted block by block
+ * into a scratch buffer (never the whole matrix) and multiplied with sgemm.
+ * Small m falls back to matvec. */
+void mmk_matmul(int dtype, const void *W, const float *bias, const float *X, float *Y,
+                int64_t m, int64_t n, int64_t k, int nthreads);
+void mmk_matmul_ref(int dtype, const void *W, const float *bias, const float *X, float *Y,
+                    int64_t m, int64_t n, int64_t k);
+
+/* RMSNorm over each of `rows` rows of length dim: out = x / sqrt(mean(x^2) + eps) * w
+ * (w in `wdtype`; computed in float32 like transformers' LlamaRMSNorm, sum in double). out may equal x. */
+void mmk_rmsnorm(float *out, const float *x, int wdtype, const void *w, int64_t rows, int64_t dim,
+                 float eps, int nthreads);
+void mmk_rmsnorm_ref(float *out, const float *x, int wdtype, const void *w, int64_t rows, int64_t dim,
+                     float eps);
+
+/* LayerNorm over rows (weight and bias in wdtype, may be NULL for none). out may equal x. */
+void mmk_layernorm(float *out, const float *x, int wdtype, const void *w, const void *b,
+                   int64_t rows, int64_t dim, float eps, int nthreads);
+void mmk_layernorm_ref(float *out, const float *x, int wdtype, const void *w, const void *b,
+                       int64_t rows, int64_t dim, float eps);
+
+/* Rotary embedding, "rotate half" form of Hugging Face Llama, in place.
+ * x: [n_tokens][n_heads][head_dim] (row stride n_heads*head_dim), token t is at position pos[t].
+ * inv_freq: head_dim/2 floats. angle = (float)pos * inv_freq[i] in float32 (as torch does),
+ * x1 = x[i], x2 = x[i + head_dim/2]:  x[i] = x1*cos - x2*sin ; x[i+half] = x2*cos + x1*sin. */
+void mmk_rope(float *x, const int32_t *pos, int64_t n_tokens, int n_heads, int head_dim,
+              const float *inv_freq, int nthreads);
+void mmk_rope_ref(float *x, const int32_t *pos, int64_t n_tokens, int n_heads, int head_dim,
+                  const float *inv_freq);
+
+/* Causal grouped-query attention against a KV cache.
+ * q:   [n_q][n_heads*head_dim]      query i sits at absolute position q_pos0 + i
+ * k,v: [n_kv][n_kv_heads*head_dim]  rows 0..n_kv-1 of the cache (row stride kv_stride floats)
+ * out: [n_q][n_heads*head_dim]
+ * Query i attends to key rows 0..q_pos0+i (inclusive) and never beyond n_kv-1.
+ * Head h uses kv head h / (n_heads / n_kv_heads). scores = q.k * scale, softmax in float32. */
+void mmk_attention(float *out, const float *q, const float *k, const float *v,
+                   int64_t n_q, int64_t q_pos0, int64_t n_kv, int n_heads, int n_kv_heads,
+                   int head_dim, int64_t kv_stride, float scale, int nthreads);
+void mmk_attention_ref(float *out, const float *q, const float *k, const float *v,
+                       int64_t n_q, int64_t q_pos0, int64_t n_kv, int n_heads, int n_kv_heads,
+                       int head_dim, int64_t kv_stride, float scale);
+
+/* Bidirectional (non-causal) attention, for vision encoders: every query sees all n_kv keys. */
+void mmk_attention_full(float *out, const float *q, const float *k, const float *v,
+                        int64_t n_q, int64_t n_kv, int n_heads, int head_dim,
+                        int64_t q_stride, int64_t kv_stride, int64_t out_stride, float scale, int nthreads);
+/* Added: reference twin of mmk_attention_full (the oracle in tests). */
+void mmk_attention_full_ref(float *out, const float *q, const float *k, const float *v,
+                            int64_t n_q, int64_t n_kv, int n_heads, int head_dim,
+                            int64_t q_stride, int64_t kv_stride, int64_t out_stride, float scale);
+
+/* gate[i] = silu(gate[i]) * up[i]  (SwiGLU). */
+void mmk_silu_mul(float *gate, const float *up, int64_t n, int nthreads);
+/* x[i] = gelu(x[i]) exact erf form (torch GELU default). */
+void mmk_gelu_erf(float *x, int64_t n, int nthreads);
+/* x[i] = gelu(x[i]) tanh approximation (gelu_pytorch_tanh). */
+void mmk_gelu_tanh(float *x, int64_t n, int nthreads);
+/* Added: single-threaded reference twins of the three activations above (same semantics). */
+void mmk_silu_mul_ref(float *gate, const float *up, int64_t n);
+void mmk_gelu_erf_ref(float *x, int64_t n);
+void mmk_gelu_tanh_ref(float *x, int64_t n);
+/* y[i] += x[i]. */
+void mmk_add(float *y, const float *x, int64_t n, int nthreads);
+
+/* Index of the maximum (first one on ties), for greedy decoding.
+ * NaN entries are ignored; returns 0 when every entry is NaN and -1 when n <= 0. */
+int64_t mmk_argmax(const float *x, int64_t n);
+
+/* Limit OpenBLAS's own threads (it has a pthread pool separate from OpenMP). */
+void mmk_blas_set_threads(int nthreads);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
