@@ -41,7 +41,7 @@ let package = Package(
         .target(name: "Metamorph", dependencies: ["MetamorphRuntime"], swiftSettings: swiftFlags),
         .executableTarget(
             name: "metamorph-cli",
-            dependencies: ["MetamorphRuntime", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["MetamorphRuntime", "MetamorphTokenizer", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftFlags),
         .testTarget(name: "MetamorphTokenizerTests", dependencies: ["MetamorphTokenizer"]),
         .testTarget(name: "MetamorphKernelsTests", dependencies: ["MetamorphKernels"]),
