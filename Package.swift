@@ -13,7 +13,7 @@ let package = Package(
     products: [
         // libmetamorph.so: the C ABI of include/metamorph.h.
         .library(name: "metamorph", type: .dynamic, targets: ["Metamorph"]),
-        .executable(name: "metamorph", targets: ["metamorph-cli"]),
+        .executable(name: "metamorph-cli", targets: ["metamorph-cli"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -38,7 +38,8 @@ let package = Package(
         .target(name: "MetamorphRuntime",
                 dependencies: ["MetamorphModels", "MetamorphTokenizer", "MetamorphCore", "MetamorphKernels"],
                 swiftSettings: swiftFlags),
-        .target(name: "Metamorph", dependencies: ["MetamorphRuntime"], swiftSettings: swiftFlags),
+        .systemLibrary(name: "CMetamorphABI", path: "Sources/CMetamorphABI"),
+        .target(name: "Metamorph", dependencies: ["MetamorphRuntime", "CMetamorphABI"], swiftSettings: swiftFlags),
         .executableTarget(
             name: "metamorph-cli",
             dependencies: ["MetamorphRuntime", "MetamorphTokenizer", .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -46,5 +47,7 @@ let package = Package(
         .testTarget(name: "MetamorphTokenizerTests", dependencies: ["MetamorphTokenizer"]),
         .testTarget(name: "MetamorphKernelsTests", dependencies: ["MetamorphKernels"]),
         .testTarget(name: "MetamorphEngineTests", dependencies: ["MetamorphRuntime"]),
-    ]
+    ],
+    // Swift 5 language mode: the C ABI layer deals in raw pointers and C globals by design.
+    swiftLanguageModes: [.v5]
 )

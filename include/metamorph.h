@@ -143,7 +143,8 @@ MM_API void mm_tokenizer_free(mm_tokenizer *tok);
 
 /* Tokenize flags. */
 #define MM_TOKENIZE_ADD_BOS        1  /* apply the post-processor (prepends BOS for LLaMA-3) */
-#define MM_TOKENIZE_NO_SPECIAL     2  /* treat special-token text literally (default: matched) */
+/* Special-token text inside the input (e.g. "<|eot_id|>") is always matched as that token, as
+ * the reference tokenizer does by default. */
 
 /* Tokenize `text_len` bytes of UTF-8 into ids[0..capacity). *n_tokens receives the number of
  * ids the text needs, also when the buffer is too small (then MM_ERR_BUFFER_TOO_SMALL and the
@@ -321,6 +322,7 @@ typedef struct mm_prompt_part {
 #define MM_STOP_STRING      3  /* a stop string matched (removed from the text) */
 #define MM_STOP_CANCELLED   4
 #define MM_STOP_ERROR       5  /* jobs: the error is in mm_job_wait's status */
+#define MM_STOP_CONTEXT_FULL 6 /* the session's context filled up during the reply */
 
 /* Streaming callback: `text` holds `len` bytes of whole UTF-8 characters (never half a code
  * point) newly added to the reply, `token` the id just generated (-1 when the call only flushes

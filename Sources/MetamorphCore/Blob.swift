@@ -74,7 +74,12 @@ public final class Blob: @unchecked Sendable {
         Blob(base: src, count: count, kind: .borrowed)
     }
 
-    public func toArray() -> [UInt8] { Array(bytes) }
+    public func toArray() -> [UInt8] { withExtendedLifetime(self) { Array(bytes) } }
+
+    /// Parse the whole blob as JSON (keeps the blob alive while its bytes are read).
+    public func json(what: String) throws -> JSON {
+        try withExtendedLifetime(self) { try JSON.parse(bytes, what: what) }
+    }
 }
 
 /// The files of a checkpoint: a directory on disk, or named blobs handed over by the host.

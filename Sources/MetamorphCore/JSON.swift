@@ -9,6 +9,7 @@ public enum JSON: Sendable {
     case string(String)
     case array([JSON])
     case object([String: JSON], keys: [String])  // keys keep the file's order
+    case integer(Int64)                            // output only: exact 64-bit integers
 
     public subscript(key: String) -> JSON? {
         if case .object(let d, _) = self { return d[key] }
@@ -46,6 +47,7 @@ public enum JSON: Sendable {
     public func write(to out: inout String) {
         switch self {
         case .null: out += "null"
+        case .integer(let i): out += String(i)
         case .bool(let b): out += b ? "true" : "false"
         case .number(let d):
             if d.rounded() == d && abs(d) < 1e15 { out += String(Int64(d)) } else if d.isFinite { out += "\(d)" } else { out += "null" }

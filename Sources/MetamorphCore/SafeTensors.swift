@@ -50,7 +50,7 @@ public final class TensorStore: @unchecked Sendable {
             throw MMError.format("\(fileName): safetensors header length \(hlen) runs past the end of the file (\(n) bytes)")
         }
         let header = UnsafeBufferPointer(rebasing: blob.bytes[8..<(8 + Int(hlen))])
-        let json = try JSON.parse(header, what: "\(fileName) header")
+        let json = try withExtendedLifetime(blob) { try JSON.parse(header, what: "\(fileName) header") }
         guard case .object(let entries, let keys) = json else { throw MMError.format("\(fileName): header is not a JSON object") }
         let dataStart = 8 + Int(hlen)
         let dataSize = n - dataStart
@@ -128,7 +128,7 @@ public final class TensorStore: @unchecked Sendable {
         let store = TensorStore(label: files.label)
         if files.exists("model.safetensors.index.json") {
             let idx = try files.open("model.safetensors.index.json")
-            let j = try JSON.parse(idx.bytes, what: "model.safetensors.index.json")
+            let j = try idx.json(what: "model.safetensors.index.json")
             guard case .object(let map, let keys)? = j["weight_map"] else {
                 throw MMError.format("model.safetensors.index.json: no weight_map object")
             }

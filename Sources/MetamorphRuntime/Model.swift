@@ -1,0 +1,99 @@
+// A loaded checkpoint: configuration, tokenizer and decoder weights. Immutable after load and
+// shared by every session (sessions hold all mutable state).
+import MetamorphCore
+import MetamorphModels
+import MetamorphTokenizer
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct LoadOptions: Sendable {
+    public var useMmap = true
+    public var requireTokenizer = false
+    public var tokenizerPath: String? = nil
+    public var visionTowerPath: String? = nil
+    public init() {}
+}
+
+public final class Model: @unchecked Sendable {
+    public let config: LlamaConfig
+    public let llama: LlamaModel
+    public let tokenizer: Tokenizer?
+    public let store: TensorStore
+    /// Ids that end a reply: generation_config.json's eos_token_id, else config.json's,
+    /// plus <|eot_id|> / <|end_of_text|> when the tokenizer has them (the reference stops on both).
+    public let eosIDs: Set<Int32>
+    public let bosID: Int32?
+    public let loadMilliseconds: Double
+    public let label: String
+
+    public static func load(directory: String, options: LoadOptions = LoadOptions()) throws -> Model {
+        var isDir = stat()
+        guard stat(directory, &isDir) == 0 else { throw MMError.io("\(directory): no such checkpoint directory") }
+        guard (isDir.st_mode & S_IFMT) == S_IFDIR else { throw MMError.io("\(directory) is not a directory") }
+        return try load(files: CheckpointFiles(directory: directory, useMmap: options.useMmap), options: options)
+    }
+
+    public static func load(files: CheckpointFiles, options: LoadOptions = LoadOptions()) throws -> Model {
+        let t0 = monotonicMilliseconds()
+        let cfgBlob = try files.open("config.json")
+        let config = try LlamaConfig.parse(cfgBlob.json(what: "config.json"))
+        var eos = Set(config.eosTokenIDs)
+        var bos = config.bosTokenID
+        if files.exists("generation_config.json") {
+            let g = try files.open("generation_config.json").json(what: "generation_config.json")
+            if let e = g["eos_token_id"] {
+                if let i = e.int { eos = [Int32(truncatingIfNeeded: i)] } else if let a = e.array { eos = Set(a.compactMap { $0.int.map { Int32(truncatingIfNeeded: $0) } }) }
+            }
+            if let b = g["bos_token_id"]?.int { bos = Int32(truncatingIfNeeded: b) }
+        }
+        var tokenizer: Tokenizer? = nil
+        if let p = options.tokenizerPath {
+            tokenizer = try wrapTokenizer { try Tokenizer(path: p) }
+        } else if files.exists("tokenizer.json") {
+            if let p = files.path("tokenizer.json") {
+                tokenizer = try wrapTokenizer { try Tokenizer(path: p) }
+            } else {
+                let bytes = try files.open("tokenizer.json").toArray()
+                tokenizer = try wrapTokenizer { try Tokenizer(jsonData: bytes) }
+            }
+        } else if options.requireTokenizer {
+            throw MMError.io("\(files.label): no tokenizer.json")
+        }
+        if let tok = tokenizer {
+            for name in ["<|eot_id|>", "<|end_of_text|>"] { if let id = tok.tokenID(name) { eos.insert(id) } }
+            if bos == nil { bos = tok.bosID }
+            if tok.vocabSize > config.vocabSize {
+                throw MMError.format("tokenizer.json has \(tok.vocabSize) tokens but the model's vocab_size is \(config.vocabSize)")
+            }
+        }
+        let store = try TensorStore.load(files)
+        let llama = try LlamaModel(config: config, store: store)
+        return Model(config: config, llama: llama, tokenizer: tokenizer, store: store, eosIDs: eos, bosID: bos,
+                     loadMilliseconds: monotonicMilliseconds() - t0, label: files.label)
+    }
+
+    init(config: LlamaConfig, llama: LlamaModel, tokenizer: Tokenizer?, store: TensorStore, eosIDs: Set<Int32>,
+         bosID: Int32?, loadMilliseconds: Double, label: String) {
+        self.config = config; self.llama = llama; self.tokenizer = tokenizer; self.store = store
+        self.eosIDs = eosIDs; self.bosID = bosID; self.loadMilliseconds = loadMilliseconds; self.label = label
+    }
+
+    public var modelType: String { config.modelType }
+}
+
+/// Tokenizer errors become format / unsupported errors with the tokenizer's message.
+func wrapTokenizer<T>(_ body: () throws -> T) throws -> T {
+    do { return try body() } catch let e as MMError { throw e } catch {
+        let msg = "tokenizer.json: \(error)"
+        if msg.contains("unknown") || msg.contains("nsupported") { throw MMError.unsupported(msg) }
+        if msg.contains("open") || msg.contains("read") || msg.contains("No such") { throw MMError.io(msg) }
+        throw MMError.format(msg)
+    }
+}
+
+public func monotonicMilliseconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) * 1000 + Double(ts.tv_nsec) / 1e6
+}

@@ -1,0 +1,341 @@
+// A conversation on a shared model: the KV cache, what has been fed, and the generation loop
+// (../shared/docs/METAMORPH.md section 4, text mode). One generation at a time per session;
+// cancellation is latched so a cancel sent just before a generation starts is not lost.
+import MetamorphCore
+import MetamorphModels
+import MetamorphKernels
+import MetamorphTokenizer
+import Synchronization
+
+public enum PromptPart: Sendable {
+    case text(String)
+    case tokens([Int32])
+    case image(ImageInput)
+}
+
+/// Pixels copied from the host (RGB8 rows, no padding).
+public struct ImageInput: Sendable {
+    public let width: Int
+    public let height: Int
+    public let rgb: [UInt8]
+    public init(width: Int, height: Int, rgb: [UInt8]) { self.width = width; self.height = height; self.rgb = rgb }
+}
+
+public enum StopReason: Int32, Sendable {
+    case none = 0, eos = 1, maxTokens = 2, stopString = 3, cancelled = 4, error = 5, contextFull = 6
+    public var name: String {
+        switch self {
+        case .none: return "none"
+        case .eos: return "eos"
+        case .maxTokens: return "max_tokens"
+        case .stopString: return "stop_string"
+        case .cancelled: return "cancelled"
+        case .error: return "error"
+        case .contextFull: return "context_full"
+        }
+    }
+}
+
+public struct GenerationParams: Sendable {
+    public var maxTokens = 256
+    public var sampling = SamplingParams()
+    public var seed: UInt64? = nil          // nil: a random seed, reported in the result
+    public var raw = false
+    public var assistantPrefix: String? = nil
+    public var stopStrings: [String] = []
+    public var keepLogits = false
+    /// Benchmarks: keep generating through end-of-sequence tokens.
+    public var ignoreEOS = false
+    public init() {}
+}
+
+public struct Timings: Sendable {
+    public var promptTokens = 0
+    public var generated = 0
+    public var promptMilliseconds = 0.0
+    public var generateMilliseconds = 0.0
+}
+
+public struct GenerationResult: Sendable {
+    public var text = ""                    // the reply, special tokens removed
+    public var tokens: [Int32] = []         // every generated id, the stop token included
+    public var promptTokens: [Int32] = []   // as fed this turn; an image stands as -200
+    public var stopReason: StopReason = .none
+    public var seed: UInt64 = 0
+    public var timings = Timings()
+    public var firstLogits: [Float]? = nil
+}
+
+/// The reference's IMAGE_TOKEN_INDEX: how an image appears in printed prompt ids.
+public let imageTokenIndex: Int32 = -200
+
+public final class Session: @unchecked Sendable {
+    public let model: Model
+    public let contextLength: Int
+    public var threads: Int
+    let cache: KVCache
+    let ws = LlamaWorkspace()
+    /// Ids whose keys/values are in the cache, in order (-200 for image positions).
+    public private(set) var history: [Int32] = []
+    /// Ids generated last turn but not yet fed (the stop token), fed before the next turn.
+    var unfed: [Int32] = []
+    var replyClosed = true
+    private let busy = Atomic<Bool>(false)
+    private let cancelLatch = Atomic<Bool>(false)
+
+    public var nPast: Int { history.count }
+
+    public init(model: Model, contextLength: Int = 0, threads: Int = 1) throws {
+        let maxPos = model.config.maxPositionEmbeddings
+        let n = contextLength > 0 ? contextLength : min(maxPos, 4096)
+        guard n >= 1 else { throw MMError.invalidArgument("context length must be positive") }
+        self.model = model
+        self.contextLength = n
+        self.threads = max(1, threads)
+        self.cache = model.llama.makeCache(limit: n)
+    }
+
+    public func cancel() { cancelLatch.store(true, ordering: .releasing) }
+
+    /// Observe (and clear) the cancel latch.
+    func takeCancel() -> Bool { cancelLatch.exchange(false, ordering: .acquiringAndReleasing) }
+
+    public func reset() throws {
+        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+            throw MMError(.busy, "the session is generating; cancel it first")
+        }
+        defer { busy.store(false, ordering: .releasing) }
+        history.removeAll(); unfed.removeAll(); replyClosed = true
+    }
+
+    // MARK: prompt
+
+    /// Token ids for this turn's input (images as -200), following the reference's
+    /// tokenizer_image_token: the text is split at "<image>", every piece tokenised alone, one BOS
+    /// at the very start. The llama3 template text itself begins with "<|begin_of_text|>", so a
+    /// first chat turn starts with BOS twice, as the trained model expects.
+    func buildPrompt(_ parts: [PromptPart], _ p: GenerationParams) throws -> [Int32] {
+        let vocab = model.config.vocabSize
+        var message = ""
+        var images = 0
+        var sawTokens = false
+        for part in parts {
+            switch part {
+            case .text(let s): message += s
+            case .image: images += 1
+            case .tokens: sawTokens = true
+            }
+        }
+        if images > 0 {
+            throw MMError.unsupported("image input is not available in this build: the SigLIP vision tower is not implemented yet")
+        }
+        if sawTokens && !p.raw { throw MMError.invalidArgument("token parts are only accepted in raw mode") }
+        let first = history.isEmpty
+        var ids: [Int32] = []
+        if !first {
+            ids += unfed
+            if !replyClosed, let eot = model.tokenizer?.tokenID("<|eot_id|>") { ids.append(eot) }
+        }
+        func encodeText(_ text: String, bos: Bool) throws {
+            guard let tok = model.tokenizer else {
+                throw MMError.unsupported("\(model.label) has no tokenizer.json: give the prompt as token ids")
+            }
+            if bos {
+                guard let b = model.bosID ?? tok.bosID else { throw MMError.unsupported("the tokenizer has no BOS token") }
+                ids.append(b)
+            }
+            let pieces = text.split(separator: "<image>", omittingEmptySubsequences: false).map(String.init)
+            for (i, piece) in pieces.enumerated() {
+                if i > 0 { ids.append(imageTokenIndex) }
+                ids += tok.encode(piece, addSpecialTokens: false)
+            }
+        }
+        if p.raw {
+            var needBOS = first
+            for part in parts {
+                switch part {
+                case .text(let s):
+                    try encodeText(s, bos: needBOS); needBOS = false
+                case .tokens(let t):
+                    // Token parts are fed exactly as given (the caller decides about BOS).
+                    needBOS = false
+                    for id in t where id < 0 || Int(id) >= vocab {
+                        throw MMError(.outOfRange, "token id \(id) is outside the vocabulary 0..<\(vocab)")
+                    }
+                    ids += t
+                case .image: break
+                }
+            }
+            if let prefix = p.assistantPrefix { try encodeText(prefix, bos: false) }
+        } else {
+            var text = first ? "<|begin_of_text|>" : ""
+            text += "<|start_header_id|>user<|end_header_id|>\n" + message + "<|eot_id|>"
+            text += "<|start_header_id|>assistant<|end_header_id|>\n" + (p.assistantPrefix ?? "")
+            try encodeText(text, bos: first)
+        }
+        return ids
+    }
+
+    // MARK: generation
+
+    public func generate(_ parts: [PromptPart], params p: GenerationParams,
+                         onText: ((String, Int32) -> Bool)? = nil) throws -> GenerationResult {
+        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+            throw MMError(.busy, "the session is already generating on another thread")
+        }
+        defer { busy.store(false, ordering: .releasing) }
+        if takeCancel() { throw MMError(.cancelled, "generation cancelled before it started") }
+        guard p.maxTokens > 0 else { throw MMError.invalidArgument("max_tokens must be at least 1 (got \(p.maxTokens))") }
+        guard !parts.isEmpty else { throw MMError.invalidArgument("the prompt has no parts") }
+        guard p.sampling.temperature >= 0, p.sampling.topP > 0, p.sampling.topP <= 1, p.sampling.minP >= 0, p.sampling.minP <= 1,
+              p.sampling.topK >= 0, p.sampling.repeatPenalty > 0, !p.sampling.temperature.isNaN else {
+            throw MMError.invalidArgument("sampling parameters out of range (temperature >= 0, 0 < top_p <= 1, 0 <= min_p <= 1, top_k >= 0, repeat_penalty > 0)")
+        }
+        let promptIDs = try buildPrompt(parts, p)
+        guard !promptIDs.isEmpty else { throw MMError.invalidArgument("the prompt is empty") }
+        if promptIDs.contains(imageTokenIndex) {
+            throw MMError.unsupported("image placeholders need the vision tower, which this build does not have yet")
+        }
+        guard history.count + promptIDs.count + 1 <= contextLength else {
+            throw MMError(.contextFull, "the prompt needs \(promptIDs.count) positions but only \(contextLength - history.count - 1) of the context's \(contextLength) are free (one is kept for the reply)")
+        }
+
+        var result = GenerationResult()
+        result.promptTokens = promptIDs
+        // Random seeds stay below 2^53 so every JSON reader prints them exactly.
+        let seed = p.seed ?? UInt64.random(in: 0..<(1 << 53))
+        result.seed = seed
+        var sampler = Sampler(params: p.sampling, seed: seed)
+        let llama = model.llama
+        let vocab = llama.vocabSize, h = llama.hiddenSize
+        var logits = [Float](repeating: 0, count: vocab)
+
+        // Prefill in chunks: bounded activation memory, matrix-matrix work per chunk.
+        let t0 = monotonicMilliseconds()
+        let chunk = 512
+        var xbuf = [Float](repeating: 0, count: min(chunk, promptIDs.count) * h)
+        var start = 0
+        while start < promptIDs.count {
+            let n = min(chunk, promptIDs.count - start)
+            let piece = Array(promptIDs[start..<start + n])
+            xbuf.withUnsafeMutableBufferPointer { xb in
+                llama.embed(piece, into: xb.baseAddress!)
+                llama.forward(xb.baseAddress!, count: n, pos0: history.count, cache: cache, threads: threads, ws: ws)
+                if start + n == promptIDs.count {
+                    logits.withUnsafeMutableBufferPointer { lb in
+                        llama.logits(xb.baseAddress! + (n - 1) * h, into: lb.baseAddress!, threads: threads)
+                    }
+                }
+            }
+            history += piece
+            start += n
+            if takeCancel() {
+                // The fed part of the prompt stays in the cache; the turn ends here.
+                unfed = []; replyClosed = false
+                result.stopReason = .cancelled
+                result.timings.promptTokens = start
+                result.timings.promptMilliseconds = monotonicMilliseconds() - t0
+                return result
+            }
+        }
+        unfed = []
+        replyClosed = false
+        let t1 = monotonicMilliseconds()
+        result.timings.promptTokens = promptIDs.count
+        result.timings.promptMilliseconds = t1 - t0
+        if p.keepLogits { result.firstLogits = logits }
+
+        guard let tok = model.tokenizer ?? nil as Tokenizer? else {
+            // Without a tokenizer we still generate ids; text stays empty.
+            try decodeLoop(&result, &sampler, &logits, p, decoder: nil, onText: onText)
+            result.timings.generateMilliseconds = monotonicMilliseconds() - t1
+            return result
+        }
+        let decoder = tok.makeStreamingDecoder(skipSpecialTokens: true)
+        try decodeLoop(&result, &sampler, &logits, p, decoder: decoder, onText: onText)
+        result.timings.generateMilliseconds = monotonicMilliseconds() - t1
+        return result
+    }
+
+    private func decodeLoop(_ result: inout GenerationResult, _ sampler: inout Sampler, _ logits: inout [Float],
+                            _ p: GenerationParams, decoder: StreamingDecoder?, onText: ((String, Int32) -> Bool)?) throws {
+        let llama = model.llama
+        let h = llama.hiddenSize
+        var x = [Float](repeating: 0, count: h)
+        var stops = StopMatcher(p.stopStrings)
+        var text = ""
+        func emit(_ s: String, _ token: Int32) -> Bool {
+            if s.isEmpty && token < 0 { return true }
+            text += s
+            return onText?(s, token) ?? true
+        }
+        while true {
+            if takeCancel() { result.stopReason = .cancelled; break }
+            let recentStart = p.sampling.repeatLastN < 0 ? 0 : max(0, history.count - p.sampling.repeatLastN)
+            let recent = history[recentStart...].filter { $0 >= 0 } + result.tokens
+            let next = logits.withUnsafeMutableBufferPointer { sampler.sample($0, recent: recent[...]) }
+            result.tokens.append(next)
+            if !p.ignoreEOS && model.eosIDs.contains(next) {
+                unfed = [next]; replyClosed = true
+                result.stopReason = .eos
+                break
+            }
+            if let decoder {
+                let piece = (try? decoder.push(next)) ?? ""
+                let (out, hit) = stops.feed(piece)
+                if !emit(out, next) { unfed = [next]; result.stopReason = .cancelled; break }
+                if hit { unfed = [next]; result.stopReason = .stopString; break }
+            } else if !emit("", next) { unfed = [next]; result.stopReason = .cancelled; break }
+            if result.tokens.count >= p.maxTokens { unfed = [next]; result.stopReason = .maxTokens; break }
+            if history.count + 1 >= contextLength { unfed = [next]; result.stopReason = .contextFull; break }
+            x.withUnsafeMutableBufferPointer { xb in
+                llama.embed([next], into: xb.baseAddress!)
+                llama.forward(xb.baseAddress!, count: 1, pos0: history.count, cache: cache, threads: threads, ws: ws)
+                logits.withUnsafeMutableBufferPointer { lb in llama.logits(xb.baseAddress!, into: lb.baseAddress!, threads: threads) }
+            }
+            history.append(next)
+        }
+        if let decoder, result.stopReason != .stopString {
+            let (out, _) = stops.feed(decoder.finish(), final: true)
+            _ = emit(out, -1)
+        }
+        result.timings.generated = result.tokens.count
+        result.text = text
+    }
+}
+
+/// Finds stop strings in streamed text, holding back any tail that could still become one.
+struct StopMatcher {
+    let stops: [String]
+    var held = ""
+    init(_ stops: [String]) { self.stops = stops.filter { !$0.isEmpty } }
+
+    /// Returns the text safe to emit and whether a stop string was hit (text before it is emitted).
+    mutating func feed(_ s: String, final: Bool = false) -> (String, Bool) {
+        guard !stops.isEmpty else { return (s, false) }
+        held += s
+        var best: Range<String.Index>? = nil
+        for stop in stops {
+            if let r = held.firstRange(of: stop), best == nil || r.lowerBound < best!.lowerBound { best = r }
+        }
+        if let r = best {
+            let out = String(held[..<r.lowerBound])
+            held = ""
+            return (out, true)
+        }
+        if final { let out = held; held = ""; return (out, false) }
+        // Keep the longest suffix of `held` that is a prefix of some stop string.
+        var keep = 0
+        for stop in stops {
+            let maxK = min(stop.count - 1, held.count)
+            if maxK <= keep { continue }
+            for k in stride(from: maxK, to: keep, by: -1) where held.hasSuffix(String(stop.prefix(k))) {
+                keep = k; break
+            }
+        }
+        let cut = held.index(held.endIndex, offsetBy: -keep)
+        let out = String(held[..<cut])
+        held = String(held[cut...])
+        return (out, false)
+    }
+}

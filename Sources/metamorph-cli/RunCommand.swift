@@ -1,0 +1,110 @@
+// `metamorph run`: one user message in, the reply streamed out (or one JSON object).
+import ArgumentParser
+import MetamorphCore
+import MetamorphRuntime
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run", abstract: "Generate a reply to a prompt.")
+
+    @Option(help: "Checkpoint directory (config.json, safetensors, tokenizer.json).") var model: String?
+    @Option(help: "The user message (wrapped in the chat template unless --raw).") var prompt: String
+    @Option(name: .customLong("max-tokens"), help: "Most positions to generate.") var maxTokens: Int = 256
+    @Option(help: "0 = greedy.") var temperature: Float = 0
+    @Option(name: .customLong("top-k"), help: "0 = off.") var topK: Int = 0
+    @Option(name: .customLong("top-p"), help: "1 = off.") var topP: Float = 1
+    @Option(name: .customLong("min-p"), help: "0 = off.") var minP: Float = 0
+    @Option(name: .customLong("repeat-penalty"), help: "1 = off.") var repeatPenalty: Float = 1
+    @Option(help: "Sampling seed (default: random, printed with --json).") var seed: UInt64?
+    @Option(name: .customLong("assistant-prefix"), help: "Text the reply is forced to begin with.") var assistantPrefix: String?
+    @Option(name: .customLong("stop"), help: "Stop string (repeatable).") var stop: [String] = []
+    @Flag(help: "Use the prompt as is (BOS added), no chat template.") var raw = false
+    @Flag(help: "Print one JSON object instead of streaming.") var json = false
+    @Option(name: .customLong("save-logits"), help: "Write the first generated position's logits as float32 .npy [vocab].") var saveLogits: String?
+    @Option(help: "Compute threads (default: all cores).") var threads: Int?
+    @Option(name: .customLong("ctx"), help: "Context length (default min(max_position_embeddings, 4096)).") var ctx: Int = 0
+
+    func run() throws {
+        guard let dir = model else {
+            throw ValidationError("--model DIR is required (no default model ships yet)")
+        }
+        let m = try cliTry { try Model.load(directory: dir) }
+        let s = try cliTry { try Session(model: m, contextLength: ctx, threads: threads ?? defaultThreadCount()) }
+        var p = GenerationParams()
+        p.maxTokens = maxTokens
+        p.sampling.temperature = temperature
+        p.sampling.topK = topK
+        p.sampling.topP = topP
+        p.sampling.minP = minP
+        p.sampling.repeatPenalty = repeatPenalty
+        p.seed = seed
+        p.raw = raw
+        p.assistantPrefix = assistantPrefix
+        p.stopStrings = stop
+        p.keepLogits = saveLogits != nil
+        let streaming = !json
+        if streaming, let prefix = assistantPrefix { writeStdout(prefix) }
+        let r = try cliTry {
+            try s.generate([.text(prompt)], params: p) { text, _ in
+                if streaming { writeStdout(text) }
+                return true
+            }
+        }
+        if let path = saveLogits, let l = r.firstLogits { try cliTry { try writeNpy(path, l, shape: [l.count]) } }
+        if json {
+            let t = r.timings
+            let obj = JSON.obj([
+                ("prompt_token_ids", .array(r.promptTokens.map { .number(Double($0)) })),
+                ("token_ids", .array(r.tokens.map { .number(Double($0)) })),
+                ("text", .string(r.text)),
+                ("stop_reason", .string(r.stopReason.name)),
+                ("seed", r.seed <= UInt64(Int64.max) ? .integer(Int64(r.seed)) : .string(String(r.seed))),
+                ("timings", JSON.obj([
+                    ("load_ms", .number(m.loadMilliseconds.rounded())),
+                    ("prompt_tokens", .number(Double(t.promptTokens))),
+                    ("prompt_ms", .number(t.promptMilliseconds.rounded())),
+                    ("generated_tokens", .number(Double(t.generated))),
+                    ("generate_ms", .number(t.generateMilliseconds.rounded())),
+                ])),
+            ])
+            writeStdout(obj.serialized + "\n")
+        } else {
+            writeStdout("\n")
+        }
+    }
+}
+
+func defaultThreadCount() -> Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+
+func writeStdout(_ s: String) {
+    var s = s
+    s.withUTF8 { b in _ = fwrite(b.baseAddress, 1, b.count, stdout) }
+    fflush(stdout)
+}
+
+/// Engine errors become a one-line message on stderr and exit code 1.
+func cliTry<T>(_ body: () throws -> T) throws -> T {
+    do { return try body() } catch let e as MMError {
+        fputs("metamorph: error: \(e.message)\n", stderr)
+        throw ExitCode(1)
+    }
+}
+
+/// A float32 little-endian .npy (format version 1.0).
+func writeNpy(_ path: String, _ data: [Float], shape: [Int]) throws {
+    let shapeText = shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
+    var header = "{'descr': '<f4', 'fortran_order': False, 'shape': \(shapeText), }"
+    let total = 10 + header.utf8.count + 1
+    header += String(repeating: " ", count: (64 - total % 64) % 64) + "\n"
+    var bytes: [UInt8] = [0x93] + Array("NUMPY".utf8) + [1, 0]
+    let hl = UInt16(header.utf8.count)
+    bytes += [UInt8(hl & 0xff), UInt8(hl >> 8)] + Array(header.utf8)
+    guard let f = fopen(path, "wb") else { throw MMError.io("cannot write \(path)") }
+    defer { fclose(f) }
+    var ok = fwrite(bytes, 1, bytes.count, f) == bytes.count
+    data.withUnsafeBytes { ok = ok && fwrite($0.baseAddress, 1, $0.count, f) == $0.count }
+    if !ok { throw MMError.io("short write to \(path)") }
+}
