@@ -27,6 +27,7 @@ let byteLevelInverse: [Int16] = {
 /// (leaving `out` unchanged) when a character is outside the alphabet.
 func appendByteLevelDecoded(_ s: ArraySlice<UInt8>, to out: inout [UInt8]) -> Bool {
     let start = out.count
+    let inv = byteLevelInverse
     var i = s.startIndex
     while i < s.endIndex {
         let c = s[i]
@@ -35,8 +36,8 @@ func appendByteLevelDecoded(_ s: ArraySlice<UInt8>, to out: inout [UInt8]) -> Bo
         if c < 0x80 { cp = UInt32(c); l = 1 }
         else if c < 0xE0, i + 1 < s.endIndex { cp = UInt32(c & 0x1F) << 6 | UInt32(s[i + 1] & 0x3F); l = 2 }
         else { out.removeLast(out.count - start); return false }
-        if cp >= 324 || byteLevelInverse[Int(cp)] < 0 { out.removeLast(out.count - start); return false }
-        out.append(UInt8(byteLevelInverse[Int(cp)]))
+        if cp >= 324 || inv[Int(cp)] < 0 { out.removeLast(out.count - start); return false }
+        out.append(UInt8(inv[Int(cp)]))
         i += l
     }
     return true
@@ -165,8 +166,8 @@ struct Builder {
 
     // MARK: model
 
-    /// Returns id -> token name (for messages).
-    mutating func buildModel(_ m: JSONValue) throws -> [Int: String] {
+    /// Returns the vocabulary entry index of every id (-1 for holes), for names in messages.
+    mutating func buildModel(_ m: JSONValue) throws -> ([Int32], [JSONMember]) {
         let t = try typeOf(m, "model")
         guard t == "BPE" else { throw TokenizerError.unknownType(component: "model", type: t) }
         if let d = doc.member(m, "dropout"), !d.isNull, d.double != 0 {
@@ -184,7 +185,6 @@ struct Builder {
         }
         let vocab = BytesMap(capacity: entries.count)
         var pieces: [[UInt8]?] = []
-        var names: [Int: String] = [:]
         var nameIdx: [Int32] = []   // id -> entry index
         var raw: [UInt8] = []
         raw.reserveCapacity(64)
@@ -215,7 +215,6 @@ struct Builder {
             }
         }
         vocab.freeze()
-        for (id, k) in nameIdx.enumerated() where k >= 0 { names[id] = doc.key(entries[Int(k)]) }
 
         var byteToID = [Int32](repeating: -1, count: 256)
         for b in 0 ..< 256 { byteToID[b] = vocab.find([UInt8(b)]) }
@@ -278,25 +277,31 @@ struct Builder {
         }
         model = BPEModel(vocab: vocab, merges: merges, byteToID: byteToID, ignoreMerges: ignoreMerges)
         modelPieces = pieces
-        return names
+        return (nameIdx, entries)
     }
 
     var modelPieces: [[UInt8]?] = []
 
     // MARK: added tokens
 
-    mutating func buildAdded(_ v: JSONValue?, names: [Int: String], options: TokenizerOptions) throws {
+    mutating func buildAdded(_ v: JSONValue?, names vocabNames: ([Int32], [JSONMember]), options: TokenizerOptions) throws {
         var pieces = modelPieces
-        var names = names
+        var names: [Int: String] = [:]   // added tokens
+        let doc = self.doc
+        func vocabName(_ id: Int) -> String? {
+            guard id < vocabNames.0.count, vocabNames.0[id] >= 0 else { return nil }
+            return doc.key(vocabNames.1[Int(vocabNames.0[id])])
+        }
+        let vocabCount = vocabNames.0.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
         var special: [Int: Bool] = [:]
         func add(_ t: AddedToken) throws {
             let id = Int(t.id)
             let name = String(decoding: t.content, as: UTF8.self)
-            if let other = names[id], other != name {
+            if let other = names[id] ?? vocabName(id), other != name {
                 throw TokenizerError.duplicateID(id: id, first: other, second: name)
             }
             if id >= pieces.count { pieces.append(contentsOf: repeatElement(nil, count: id + 1 - pieces.count)) }
-            if names[id] == nil {
+            if names[id] == nil && vocabName(id) == nil {
                 // ByteLevel decoder over the content: alphabet characters map to bytes, otherwise UTF-8 as is.
                 var raw: [UInt8] = []
                 pieces[id] = appendByteLevelDecoded(t.content[...], to: &raw) ? raw : t.content
@@ -324,9 +329,14 @@ struct Builder {
                                    special: flag(e, "special", default: false)))
             }
         }
-        if options.addMetaMorphImageTokens && pieces.count == 128256 && names.count == 128256 {
+        let total = vocabCount + names.keys.filter { vocabName($0) == nil }.count
+        if options.addMetaMorphImageTokens && pieces.count == 128256 && total == 128256 {
             let have = Set(names.values)
-            if !have.contains("<image_start>") && !have.contains("<image_end>") {
+            func inVocab(_ s: String) -> Bool {
+                var raw: [UInt8] = []
+                return appendByteLevelDecoded(Array(s.utf8)[...], to: &raw) && model.vocab.find(raw) >= 0
+            }
+            if !have.contains("<image_start>") && !have.contains("<image_end>") && !inVocab("<image_start>") && !inVocab("<image_end>") {
                 for (i, s) in ["<image_start>", "<image_end>"].enumerated() {
                     try add(AddedToken(id: Int32(128256 + i), content: Array(s.utf8), singleWord: false,
                                        lstrip: false, rstrip: false, normalized: false, special: true))

@@ -25,94 +25,122 @@ func hashBytes(_ p: UnsafePointer<UInt8>, _ n: Int) -> UInt64 {
     return h
 }
 
-/// Byte string -> id map (open addressing, linear probing).
+/// Byte string -> id map (open addressing, linear probing). Each slot holds the
+/// hash, length, value and either the key itself (keys of up to 8 bytes) or its
+/// offset in the key arena, so a lookup usually touches one cache line.
 final class BytesMap {
+    struct Slot {
+        var hash: UInt32
+        var len: UInt32      // UInt32.max = empty
+        var value: UInt32
+        var pad: UInt32 = 0
+        var key: UInt64      // packed key bytes (len <= 8) or arena offset
+    }
     private(set) var count = 0
     private var keys: [UInt8] = []
-    private var entOff: [UInt32] = []
-    private var entLen: [UInt32] = []
-    private var entVal: [UInt32] = []
-    private var slots: UnsafeMutablePointer<Int32>   // entry index or -1
-    private var slotHash: UnsafeMutablePointer<UInt64>
+    private var slots: UnsafeMutablePointer<Slot>
     private var mask: Int
-    // Frozen raw views for lookups.
     private var kp: UnsafeMutablePointer<UInt8>? = nil
-    private var op: UnsafeMutablePointer<UInt32>? = nil
-    private var lp: UnsafeMutablePointer<UInt32>? = nil
-    private var vp: UnsafeMutablePointer<UInt32>? = nil
 
     init(capacity: Int) {
         var cap = 16
         while cap < capacity * 2 { cap <<= 1 }
         mask = cap - 1
         slots = .allocate(capacity: cap)
-        slots.initialize(repeating: -1, count: cap)
-        slotHash = .allocate(capacity: cap)
-        slotHash.initialize(repeating: 0, count: cap)
+        slots.initialize(repeating: Slot(hash: 0, len: UInt32.max, value: 0, key: 0), count: cap)
     }
 
     deinit {
-        slots.deallocate(); slotHash.deallocate()
-        kp?.deallocate(); op?.deallocate(); lp?.deallocate(); vp?.deallocate()
+        slots.deallocate()
+        kp?.deallocate()
+    }
+
+    @inline(__always)
+    static func pack(_ p: UnsafePointer<UInt8>, _ n: Int) -> UInt64 {
+        if n == 8 { return UnsafeRawPointer(p).loadUnaligned(as: UInt64.self) }
+        var v: UInt64 = 0
+        var i = 0
+        while i < n { v |= UInt64(p[i]) << UInt64(8 * i); i += 1 }
+        return v
     }
 
     /// Inserts or overwrites. Only before `freeze()`.
-    func insert<C: Collection>(_ key: C, _ value: UInt32) where C.Element == UInt8 {
-        let arr = Array(key)
-        let h = arr.withUnsafeBufferPointer { hashBytes($0.baseAddress ?? UnsafePointer(bitPattern: 1)!, $0.count) }
+    func insert(_ arr: [UInt8], _ value: UInt32) {
+        precondition(kp == nil)
         if count * 2 >= mask { grow() }
-        var s = Int(truncatingIfNeeded: h) & mask
-        while slots[s] >= 0 {
-            let e = Int(slots[s])
-            if slotHash[s] == h && Int(entLen[e]) == arr.count && keys[Int(entOff[e]) ..< Int(entOff[e]) + arr.count].elementsEqual(arr) {
-                entVal[e] = value
-                return
+        arr.withUnsafeBufferPointer { b in
+            let p = b.baseAddress ?? UnsafePointer(bitPattern: 1)!
+            let n = b.count
+            let h = hashBytes(p, n)
+            var s = Int(truncatingIfNeeded: h) & mask
+            let h32 = UInt32(truncatingIfNeeded: h >> 32)
+            while slots[s].len != UInt32.max {
+                let sl = slots[s]
+                if sl.hash == h32 && Int(sl.len) == n {
+                    let same = n <= 8 ? sl.key == BytesMap.pack(p, n)
+                        : keys[Int(sl.key) ..< Int(sl.key) + n].elementsEqual(b)
+                    if same { slots[s].value = value; return }
+                }
+                s = (s + 1) & mask
             }
-            s = (s + 1) & mask
+            var key: UInt64
+            if n <= 8 {
+                key = BytesMap.pack(p, n)
+            } else {
+                key = UInt64(keys.count)
+                keys.append(contentsOf: b)
+            }
+            slots[s] = Slot(hash: h32, len: UInt32(n), value: value, key: key)
+            count += 1
         }
-        slots[s] = Int32(entOff.count)
-        slotHash[s] = h
-        entOff.append(UInt32(keys.count))
-        entLen.append(UInt32(arr.count))
-        entVal.append(value)
-        keys.append(contentsOf: arr)
-        count += 1
     }
 
     private func grow() {
         let oldCap = mask + 1
         let cap = oldCap * 2
-        let ns = UnsafeMutablePointer<Int32>.allocate(capacity: cap)
-        ns.initialize(repeating: -1, count: cap)
-        let nh = UnsafeMutablePointer<UInt64>.allocate(capacity: cap)
-        nh.initialize(repeating: 0, count: cap)
-        for i in 0 ..< oldCap where slots[i] >= 0 {
-            var s = Int(truncatingIfNeeded: slotHash[i]) & (cap - 1)
-            while ns[s] >= 0 { s = (s + 1) & (cap - 1) }
-            ns[s] = slots[i]; nh[s] = slotHash[i]
+        let ns = UnsafeMutablePointer<Slot>.allocate(capacity: cap)
+        ns.initialize(repeating: Slot(hash: 0, len: UInt32.max, value: 0, key: 0), count: cap)
+        // Re-hash needs the full hash; recompute from the keys.
+        for i in 0 ..< oldCap where slots[i].len != UInt32.max {
+            let sl = slots[i]
+            let n = Int(sl.len)
+            var h: UInt64
+            if n <= 8 {
+                var k = sl.key
+                h = withUnsafeBytes(of: &k) { hashBytes($0.bindMemory(to: UInt8.self).baseAddress!, n) }
+            } else {
+                h = keys.withUnsafeBufferPointer { hashBytes($0.baseAddress! + Int(sl.key), n) }
+            }
+            var s = Int(truncatingIfNeeded: h) & (cap - 1)
+            while ns[s].len != UInt32.max { s = (s + 1) & (cap - 1) }
+            ns[s] = sl
         }
-        slots.deallocate(); slotHash.deallocate()
-        slots = ns; slotHash = nh; mask = cap - 1
+        slots.deallocate()
+        slots = ns
+        mask = cap - 1
     }
 
     func freeze() {
-        kp = .allocate(capacity: max(keys.count, 1)); kp!.initialize(from: keys, count: keys.count)
-        op = .allocate(capacity: max(entOff.count, 1)); op!.initialize(from: entOff, count: entOff.count)
-        lp = .allocate(capacity: max(entLen.count, 1)); lp!.initialize(from: entLen, count: entLen.count)
-        vp = .allocate(capacity: max(entVal.count, 1)); vp!.initialize(from: entVal, count: entVal.count)
-        keys = []; entOff = []; entLen = []; entVal = []
+        kp = .allocate(capacity: max(keys.count, 1))
+        kp!.initialize(from: keys, count: keys.count)
+        keys = []
     }
 
     /// Lookup after `freeze()`. Returns -1 when absent.
     @inline(__always)
     func find(_ p: UnsafePointer<UInt8>, _ n: Int, _ h: UInt64) -> Int32 {
         var s = Int(truncatingIfNeeded: h) & mask
+        let h32 = UInt32(truncatingIfNeeded: h >> 32)
+        let packed: UInt64 = n <= 8 ? BytesMap.pack(p, n) : 0
         while true {
-            let e = slots[s]
-            if e < 0 { return -1 }
-            if slotHash[s] == h {
-                let ei = Int(e)
-                if Int(lp![ei]) == n && memEqual(kp! + Int(op![ei]), p, n) { return Int32(bitPattern: vp![ei]) }
+            let sl = slots[s]
+            if sl.len == UInt32.max { return -1 }
+            if sl.hash == h32 && Int(sl.len) == n {
+                if n <= 8 {
+                    if sl.key == packed { return Int32(bitPattern: sl.value) }
+                } else if memEqual(kp! + Int(sl.key), p, n) {
+                    return Int32(bitPattern: sl.value)
+                }
             }
             s = (s + 1) & mask
         }
@@ -139,8 +167,7 @@ func memEqual(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int) ->
 
 /// (left id, right id) -> (rank, merged id), keyed by a UInt64.
 final class MergeMap {
-    private let keys: UnsafeMutablePointer<UInt64>
-    private let vals: UnsafeMutablePointer<UInt64>
+    private let kv: UnsafeMutablePointer<(UInt64, UInt64)>
     private let mask: Int
     private let shift: UInt64
     private(set) var count = 0
@@ -149,13 +176,12 @@ final class MergeMap {
     init(capacity: Int) {
         var cap = 16
         var bits: UInt64 = 4
-        while cap < capacity * 2 { cap <<= 1; bits += 1 }
+        while cap < capacity + capacity / 2 + 16 { cap <<= 1; bits += 1 }
         mask = cap - 1
         shift = 64 - bits
-        keys = .allocate(capacity: cap); keys.initialize(repeating: MergeMap.empty, count: cap)
-        vals = .allocate(capacity: cap); vals.initialize(repeating: 0, count: cap)
+        kv = .allocate(capacity: cap); kv.initialize(repeating: (MergeMap.empty, 0), count: cap)
     }
-    deinit { keys.deallocate(); vals.deallocate() }
+    deinit { kv.deallocate() }
 
     @inline(__always) static func key(_ a: UInt32, _ b: UInt32) -> UInt64 { UInt64(a) << 32 | UInt64(b) }
 
@@ -163,12 +189,11 @@ final class MergeMap {
 
     /// Later insertions of the same pair overwrite earlier ones (as a Rust HashMap collect does).
     func insert(_ k: UInt64, rank: UInt32, id: UInt32) {
-        precondition(count * 2 < mask + 1)
+        precondition(count < mask)
         var s = slot(k)
-        while keys[s] != MergeMap.empty && keys[s] != k { s = (s + 1) & mask }
-        if keys[s] != k { count += 1 }
-        keys[s] = k
-        vals[s] = UInt64(rank) << 32 | UInt64(id)
+        while kv[s].0 != MergeMap.empty && kv[s].0 != k { s = (s + 1) & mask }
+        if kv[s].0 != k { count += 1 }
+        kv[s] = (k, UInt64(rank) << 32 | UInt64(id))
     }
 
     /// Returns rank << 32 | merged id, or UInt64.max if the pair does not merge.
@@ -176,8 +201,9 @@ final class MergeMap {
     func get(_ k: UInt64) -> UInt64 {
         var s = slot(k)
         while true {
-            let kk = keys[s]
-            if kk == k { return vals[s] }
+            let e = kv[s]
+            if e.0 == k { return e.1 }
+            let kk = e.0
             if kk == MergeMap.empty { return UInt64.max }
             s = (s + 1) & mask
         }
