@@ -137,3 +137,29 @@ final class GenerationTests: XCTestCase {
         for g in got { XCTAssertEqual(g, expected) }
     }
 }
+
+final class LoadFromMemoryTests: XCTestCase {
+    /// Asset packs: the same checkpoint from bytes in memory (copied and borrowed) generates the
+    /// same ids as from the directory.
+    func testMemoryLoadMatchesDirectory() throws {
+        let dir = Paths.checkpoint("mm-bf16-sharded")
+        var p = GenerationParams(); p.maxTokens = 6; p.ignoreEOS = true
+        let fromDir = try Session(model: try Model.load(directory: dir), threads: 1).generate([.text("Hi")], params: p)
+        var blobs: [String: Blob] = [:]
+        var keep: [Data] = []
+        for f in try FileManager.default.contentsOfDirectory(atPath: dir) {
+            let d = try Data(contentsOf: URL(fileURLWithPath: dir + "/" + f))
+            keep.append(d)
+            blobs[f] = try d.withUnsafeBytes { try Blob.copy($0.baseAddress, count: $0.count) }
+        }
+        let m = try Model.load(files: CheckpointFiles(memory: blobs))
+        let fromMem = try Session(model: m, threads: 1).generate([.text("Hi")], params: p)
+        XCTAssertEqual(fromDir.tokens, fromMem.tokens)
+        XCTAssertEqual(fromDir.promptTokens, fromMem.promptTokens)
+        // A missing file is named.
+        blobs["config.json"] = nil
+        XCTAssertThrowsError(try Model.load(files: CheckpointFiles(memory: blobs))) { e in
+            XCTAssertTrue("\(e)".contains("config.json"))
+        }
+    }
+}

@@ -25,7 +25,8 @@ enum Paths {
         if !stampOK || stampDate < scriptDate {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            p.arguments = ["python3", script, "--out", dir]
+            p.arguments = ["python3", script, "--out", dir, "--tokenizer",
+                           Paths.shared + "/fixtures/tokenizer/meta-llama-3.1-8b-instruct/tokenizer.json"]
             p.standardOutput = FileHandle.nullDevice
             try? p.run()
             p.waitUntilExit()

@@ -1,0 +1,50 @@
+# metamorph: the two commands a newcomer needs (see README.md).
+#   make demo   install what is missing, build, make a tiny checkpoint, run a prompt
+#   make test   everything CI runs
+SHELL := /bin/bash
+SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
+PYTHON ?= python3
+# The shipped library carries the Swift runtime statically: a C host needs only libopenblas + libomp.
+DIST_FLAGS := -c release -Xswiftc -static-stdlib
+TEST_FLAGS := -c release -Xswiftc -enable-testing --scratch-path .build-test
+CKPT := .build/checkpoints
+# Real files nobody here wrote (the LLaMA-3 tokenizer ...) live beside the checkout, as in CI.
+SHARED ?= $(abspath ../shared)
+TOKENIZER := $(SHARED)/fixtures/tokenizer/meta-llama-3.1-8b-instruct/tokenizer.json
+
+.PHONY: deps build demo test test-swift test-c test-python checkpoints clean
+
+deps:
+	@pkgs=""; for p in libopenblas-dev libomp-dev pkg-config libpng-dev libjpeg-dev; do \
+	  dpkg -s $$p >/dev/null 2>&1 || pkgs="$$pkgs $$p"; done; \
+	if [ -n "$$pkgs" ]; then echo "installing$$pkgs"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$pkgs; fi
+	@$(PYTHON) -c "import numpy" 2>/dev/null || $(PYTHON) -m pip install -q numpy
+	@$(PYTHON) -c "import pytest" 2>/dev/null || $(PYTHON) -m pip install -q pytest
+
+build: deps
+	$(SWIFT) build $(DIST_FLAGS)
+	@mkdir -p bin && ln -sf ../.build/release/metamorph-cli bin/metamorph
+	@echo "built bin/metamorph and .build/release/libmetamorph.so"
+
+checkpoints:
+	@[ -f $(CKPT)/.complete ] || { $(PYTHON) tools/make_checkpoints.py --out $(CKPT) --tokenizer $(TOKENIZER) && touch $(CKPT)/.complete; }
+
+demo: build checkpoints
+	bin/metamorph run --model $(CKPT)/mm-f32 --prompt "What is the capital of France?" --max-tokens 24
+
+test-swift: deps checkpoints
+	METAMORPH_TEST_CKPT_DIR=$(CURDIR)/$(CKPT) $(SWIFT) test $(TEST_FLAGS)
+
+test-c: build checkpoints
+	bash Tests/c/run.sh .build/release $(CKPT)
+
+test-python: build checkpoints
+	METAMORPH_LIBRARY=$(CURDIR)/.build/release/libmetamorph.so METAMORPH_TEST_CKPT_DIR=$(CURDIR)/$(CKPT) \
+	  $(PYTHON) -m pytest -q bindings/python/tests
+
+test: test-swift test-c test-python
+
+clean:
+	rm -rf .build .build-test bin
