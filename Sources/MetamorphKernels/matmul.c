@@ -44,6 +44,32 @@ static int64_t block_rows(int64_t n, int64_t k) {
     return nb < n ? nb : n;
 }
 
+/* One thread's share: rows [i0, i1) of X against rows [r0, r1) of W, single-threaded sgemm.
+ * Returns 0 if the scratch block could not be allocated (nothing written then). */
+static int matmul_part(int dtype, const void *W, const float *X, float *Y, int64_t n, int64_t k,
+                       int64_t i0, int64_t i1, int64_t r0, int64_t r1) {
+    size_t es = mmk_dtype_size(dtype);
+    int64_t m = i1 - i0;
+    if (m <= 0 || r1 <= r0) return 1;
+    if (dtype == MMK_F32) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)(r1 - r0), (int)k, 1.0f, X + i0 * k,
+                    (int)k, (const float *)W + r0 * k, (int)k, 0.0f, Y + i0 * n + r0, (int)n);
+        return 1;
+    }
+    int64_t nb = block_rows(r1 - r0, k);
+    float *scratch = malloc((size_t)nb * (size_t)k * sizeof(float));
+    if (!scratch) return 0;
+    for (int64_t j0 = r0; j0 < r1; j0 += nb) {
+        int64_t rows = r1 - j0 < nb ? r1 - j0 : nb;
+        mmk_convert_to_f32(dtype, (const char *)W + (size_t)j0 * (size_t)k * es, scratch, rows * k);
+        /* this block fills columns j0..j0+rows of Y; ldc = n keeps Y in its final layout */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)rows, (int)k, 1.0f, X + i0 * k, (int)k,
+                    scratch, (int)k, 0.0f, Y + i0 * n + j0, (int)n);
+    }
+    free(scratch);
+    return 1;
+}
+
 void mmk_matmul(int dtype, const void *W, const float *bias, const float *X, float *Y,
                 int64_t m, int64_t n, int64_t k, int nthreads) {
     size_t es = mmk_dtype_size(dtype);
@@ -53,30 +79,39 @@ void mmk_matmul(int dtype, const void *W, const float *bias, const float *X, flo
         for (int64_t i = 0; i < m; i++) mmk_matvec(dtype, W, bias, X + i * k, Y + i * n, n, k, nt);
         return;
     }
+#ifdef MMK_MATMUL_BLAS_THREADS
+    /* Alternative kept for measurements on a quiet machine: one sgemm call over the whole
+     * problem, threaded by OpenBLAS's own pool (conversion then runs on the calling thread). */
     mmk_blas_set_threads(nt);
-    if (dtype == MMK_F32) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)k, 1.0f, X, (int)k,
-                    (const float *)W, (int)k, 0.0f, Y, (int)n);
-        add_bias(Y, bias, m, n, nt);
-        return;
+    int ok = matmul_part(dtype, W, X, Y, n, k, 0, m, 0, n);
+    if (!ok) for (int64_t i = 0; i < m; i++) mmk_matvec(dtype, W, NULL, X + i * k, Y + i * n, n, k, nt);
+    add_bias(Y, bias, m, n, nt);
+    return;
+#endif
+    /* OpenBLAS runs single-threaded inside each of our OpenMP threads: one thread pool, not two.
+     * libomp's workers spin ~200 ms after every parallel region (and OpenBLAS's spin after every
+     * call), so alternating the two pools on 2 cores makes each steal the other's cores.
+     * Split W's rows (each thread converts only its own rows into its own scratch); split X's
+     * rows instead when W is too thin to share. OpenBLAS (pthread build, >= 0.3.7) is safe to
+     * call concurrently with its thread count at 1. */
+    mmk_blas_set_threads(1);
+    int split_w = n >= 64 * (int64_t)nt;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#ifdef _OPENMP
+        int64_t t = omp_get_thread_num(), c = omp_get_num_threads();
+#else
+        int64_t t = 0, c = 1;
+#endif
+        int64_t i0 = 0, i1 = m, r0 = 0, r1 = n;
+        if (split_w) { r0 = n * t / c; r1 = n * (t + 1) / c; }
+        else { i0 = m * t / c; i1 = m * (t + 1) / c; }
+        if (!matmul_part(dtype, W, X, Y, n, k, i0, i1, r0, r1)) {
+            /* no scratch: stream this part of W once per row of X */
+            for (int64_t i = i0; i < i1; i++)
+                mmk_matvec(dtype, (const char *)W + (size_t)r0 * (size_t)k * es, NULL, X + i * k,
+                           Y + i * n + r0, r1 - r0, k, 1);
+        }
     }
-    int64_t nb = block_rows(n, k);
-    float *scratch = malloc((size_t)nb * (size_t)k * sizeof(float));
-    if (!scratch) {
-        /* No room for a block: stream W once per row of X instead; slower but correct. */
-        for (int64_t i = 0; i < m; i++) mmk_matvec(dtype, W, bias, X + i * k, Y + i * n, n, k, nt);
-        return;
-    }
-    for (int64_t j0 = 0; j0 < n; j0 += nb) {
-        int64_t rows = n - j0 < nb ? n - j0 : nb;
-        const char *src = (const char *)W + (size_t)j0 * (size_t)k * es;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-        for (int64_t r = 0; r < rows; r++)
-            mmk_convert_to_f32(dtype, src + (size_t)r * (size_t)k * es, scratch + r * k, k);
-        /* This block fills columns j0..j0+rows of Y; ldc = n keeps Y in its final layout. */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)rows, (int)k, 1.0f, X, (int)k,
-                    scratch, (int)k, 0.0f, Y + j0, (int)n);
-    }
-    free(scratch);
     add_bias(Y, bias, m, n, nt);
 }
