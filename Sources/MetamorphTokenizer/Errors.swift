@@ -28,7 +28,7 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
     public var description: String {
         switch self {
         case let .cannotRead(path, reason): return "cannot read tokenizer at \(path): \(reason)"
-        case let .invalidJSON(message, offset): return "tokenizer.json is not valid JSON: \(message) at byte offset \(offset)"
+        case let .invalidJSON(message, offset): return "invalid JSON: \(message) at byte offset \(offset)"
         case let .missingField(f): return "tokenizer.json: missing `\(f)`"
         case let .wrongType(f, e, found): return "tokenizer.json: `\(f)` must be \(e), found \(found)"
         case let .unknownType(c, t): return "tokenizer.json: unknown type \"\(t)\" in \(c)"

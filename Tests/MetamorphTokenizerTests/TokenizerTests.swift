@@ -214,7 +214,7 @@ final class ErrorTests: XCTestCase {
     func testNotJSON() {
         let e = load("this is not json")
         guard case .invalidJSON? = e as? TokenizerError else { return XCTFail("\(String(describing: e))") }
-        XCTAssertTrue("\(e!)".contains("not valid JSON"))
+        XCTAssertTrue("\(e!)".contains("invalid JSON"))
         XCTAssertNotNil(load(#"{"model": "#))
         XCTAssertNotNil(load("[1, 2"))
     }
