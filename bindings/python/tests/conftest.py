@@ -5,6 +5,7 @@ Environment:
   METAMORPH_TEST_CKPT_DIR  a directory already holding the variants (else they are generated
                            into a temporary directory once per test session)
 """
+import hashlib
 import json
 import os
 import subprocess
@@ -19,7 +20,9 @@ sys.path.insert(0, str(HERE.parent))          # the package from this checkout, 
 
 VARIANTS = ("mm-f32", "mm-bf16-sharded", "llama-f16")
 EOS_IDS = (128001, 128008, 128009)
-GOLDEN_DIR = REPO / "Tests" / "Fixtures" / "golden"
+GOLDEN_DIR = Path(os.environ.get("METAMORPH_GOLDEN_DIR") or REPO / "Tests" / "Fixtures" / "golden")
+_CKPT_DIR = None          # set by the ckpt_dir fixture, for the golden checksum check
+_verified = {}
 
 
 @pytest.fixture(scope="session")
@@ -41,10 +44,24 @@ def ckpt_dir(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _remember_ckpt_dir(request):
+    global _CKPT_DIR
+    _CKPT_DIR = request.getfixturevalue("ckpt_dir")
+
+
 @pytest.fixture(scope="session")
 def mm():
     import metamorph
     return metamorph
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def golden(variant):
@@ -52,7 +69,16 @@ def golden(variant):
     if not p.exists():
         pytest.skip(f"no golden data at {p}")
     with open(p) as f:
-        return json.load(f)
+        doc = json.load(f)
+    # The golden ids are only valid for byte-identical checkpoints.
+    if variant not in _verified and _CKPT_DIR is not None:
+        d = Path(_CKPT_DIR) / variant
+        bad = [fn for fn, sha in doc.get("safetensors_sha256", {}).items() if _sha256(d / fn) != sha]
+        _verified[variant] = bad
+    if _verified.get(variant):
+        pytest.fail(f"{variant}: {', '.join(_verified[variant])} differ from the files {p.name} was computed "
+                    "from (make_checkpoints.py or NumPy changed; regenerate the golden data)")
+    return doc
 
 
 def golden_case(variant, name):
