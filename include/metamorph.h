@@ -47,7 +47,9 @@
 extern "C" {
 #endif
 
-#if defined(_WIN32)
+#if defined(_WIN32) && defined(MM_BUILD)
+#define MM_API __declspec(dllexport)
+#elif defined(_WIN32)
 #define MM_API __declspec(dllimport)
 #else
 #define MM_API __attribute__((visibility("default")))
@@ -248,7 +250,8 @@ MM_API const mm_tokenizer *mm_model_tokenizer(const mm_model *model);
 /* Returns the value, or -1 for an unknown key or NULL model. Any thread. */
 MM_API int64_t mm_model_info(const mm_model *model, int32_t key);
 
-/* The model type from config.json ("metamorph_llama", "llama"); static while the model lives. */
+/* The model type from config.json ("metamorph_llama", "llama"); valid while the model lives.
+ * NULL for a NULL or freed handle. */
 MM_API const char *mm_model_type(const mm_model *model);
 
 /* ----------------------------------------------------------------------------------------- */
@@ -272,7 +275,7 @@ MM_API void mm_session_free(mm_session *session);
 /* Forget the conversation (KV cache and history). MM_ERR_BUSY while generating. */
 MM_API mm_status mm_session_reset(mm_session *session);
 /* Positions used so far in the session's context. */
-MM_API int64_t mm_session_n_past(const mm_session *session);
+MM_API int64_t mm_session_n_past(const mm_session *session);  /* -1 for a NULL/freed handle */
 /* Set the compute threads of later generations (0 = default). */
 MM_API mm_status mm_session_set_threads(mm_session *session, int32_t n_threads);
 
@@ -300,7 +303,8 @@ typedef struct mm_image {
 /* Kinds of prompt part. */
 #define MM_PART_TEXT   0  /* UTF-8 text of the user message */
 #define MM_PART_IMAGE  1  /* an image (a video is several images in a row) */
-#define MM_PART_TOKENS 2  /* token ids fed as they are (no template); raw mode only */
+#define MM_PART_TOKENS 2  /* token ids fed exactly as given (no BOS is added, even on the first
+                             turn; no template); raw mode only */
 
 typedef struct mm_prompt_part {
     uint32_t struct_size;
@@ -371,7 +375,7 @@ MM_API mm_status mm_generate(mm_session *session, const mm_prompt_part *parts, s
 MM_API const char *mm_result_text(const mm_result *r);                      /* specials removed */
 MM_API const int32_t *mm_result_tokens(const mm_result *r, size_t *n);     /* every generated id */
 MM_API const int32_t *mm_result_prompt_tokens(const mm_result *r, size_t *n); /* image = -200 */
-MM_API int32_t mm_result_stop_reason(const mm_result *r);
+MM_API int32_t mm_result_stop_reason(const mm_result *r);        /* MM_STOP_ERROR if r is not live */
 /* Logits of the first generated position (float32 [vocab]) if params->keep_logits, else NULL. */
 MM_API const float *mm_result_logits(const mm_result *r, size_t *n);
 MM_API uint64_t mm_result_seed(const mm_result *r);
@@ -409,10 +413,12 @@ typedef struct mm_job mm_job;
 MM_API mm_status mm_job_start(mm_session *session, const mm_prompt_part *parts, size_t n_parts,
                               const mm_gen_params *params, mm_job **out);
 
-/* Non-blocking: copy up to `capacity` bytes of reply text produced since the last poll into buf
+/* Non-blocking: copy up to `capacity` bytes (pass capacity >= 4, one UTF-8 character, or polling
+ * may make no progress) of reply text produced since the last poll into buf
  * (whole UTF-8 characters only; what does not fit stays for the next poll), report the bytes
  * written in *n_bytes (may be NULL when capacity is 0) and return the job's stop reason:
- * MM_STOP_NONE while it runs. Any thread, but one poller at a time. */
+ * MM_STOP_NONE while it runs, MM_STOP_ERROR for a NULL/freed job. Any thread, but one poller at a
+ * time. */
 MM_API int32_t mm_job_poll(mm_job *job, char *buf, size_t capacity, size_t *n_bytes);
 
 /* Request cancellation (latched, any thread, returns at once). */

@@ -156,7 +156,11 @@ public func mm_session_create(_ model: OpaquePointer?, _ params: UnsafePointer<m
 }
 
 @_cdecl("mm_session_reset") public func mm_session_reset(_ p: OpaquePointer?) -> Int32 {
-    guarded { try sessionBox(p).session.reset() }
+    guarded {
+        let sb = try sessionBox(p)
+        guard sb.jobs.load(ordering: .acquiring) == 0 else { throw MMError(.busy, "a job is live on this session; free it first") }
+        try sb.session.reset()
+    }
 }
 @_cdecl("mm_session_n_past") public func mm_session_n_past(_ p: OpaquePointer?) -> Int64 {
     (try? sessionBox(p)).map { Int64($0.session.nPast) } ?? -1
@@ -274,6 +278,7 @@ public func mm_generate(_ sp: OpaquePointer?, _ parts: UnsafePointer<mm_prompt_p
         out?.pointee = nil
         let sb = try sessionBox(sp)
         guard out != nil else { throw MMError.invalidArgument("out is NULL") }
+        guard sb.jobs.load(ordering: .acquiring) == 0 else { throw MMError(.busy, "a job is live on this session; free it first") }
         let (pp, g, c) = try readRequest(parts, n, params)
         let cb = c.on_token
         let user = c.user

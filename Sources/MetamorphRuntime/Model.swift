@@ -48,14 +48,17 @@ public final class Model: @unchecked Sendable {
             if let b = g["bos_token_id"]?.int { bos = Int32(truncatingIfNeeded: b) }
         }
         var tokenizer: Tokenizer? = nil
+        // MetaMorph's loader adds <image_start>/<image_end> to the LLaMA-3 vocabulary; a plain
+        // LLaMA checkpoint has no rows for them, so it keeps the file's vocabulary as is.
+        let tokOptions = TokenizerOptions(addMetaMorphImageTokens: config.mm != nil)
         if let p = options.tokenizerPath {
-            tokenizer = try wrapTokenizer { try Tokenizer(path: p) }
+            tokenizer = try wrapTokenizer { try Tokenizer(path: p, options: tokOptions) }
         } else if files.exists("tokenizer.json") {
             if let p = files.path("tokenizer.json") {
-                tokenizer = try wrapTokenizer { try Tokenizer(path: p) }
+                tokenizer = try wrapTokenizer { try Tokenizer(path: p, options: tokOptions) }
             } else {
                 let bytes = try files.open("tokenizer.json").toArray()
-                tokenizer = try wrapTokenizer { try Tokenizer(jsonData: bytes) }
+                tokenizer = try wrapTokenizer { try Tokenizer(jsonData: bytes, options: tokOptions) }
             }
         } else if options.requireTokenizer {
             throw MMError.io("\(files.label): no tokenizer.json")
