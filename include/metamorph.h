@@ -391,10 +391,14 @@ typedef struct mm_timings {
 } mm_timings;
 MM_API mm_status mm_result_timings(const mm_result *r, mm_timings *out);
 
-/* Visual tokens generated in image mode (later releases; 0 images for text-only results).
- * mm_result_n_images: number of images begun in the reply. mm_result_image_tokens copies image
- * `index`'s tokens (float32 [n_tokens][dim]) into buf (capacity in floats), reporting n_tokens,
- * dim and complete (1 if all num_image_tokens were produced). Same size-needed protocol. */
+/* Visual tokens generated in image mode: after the model emits <image_start> (or the reply is
+ * forced to open with it through assistant_prefix), each of num_image_tokens positions yields one
+ * visual token in SigLIP space (dim = mm_hidden_size, L2-normalised when the model's
+ * normalize_vision is set). mm_result_n_images: images begun in the reply (-1 for a bad handle).
+ * mm_result_image_tokens copies image `index`'s tokens (float32 [n_tokens][dim]) into buf
+ * (capacity in floats), reporting n_tokens, dim and complete (1 if all num_image_tokens were
+ * produced; 0 when max_tokens, the context or a cancel cut the image short: the tokens made so
+ * far are returned). Same size-needed protocol as mm_detokenize; each out pointer may be NULL. */
 MM_API int32_t mm_result_n_images(const mm_result *r);
 MM_API mm_status mm_result_image_tokens(const mm_result *r, int32_t index, float *buf, size_t capacity,
                                         int32_t *n_tokens, int32_t *dim, int32_t *complete);

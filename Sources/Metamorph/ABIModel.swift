@@ -103,7 +103,7 @@ func modelBox(_ p: OpaquePointer?) throws -> ModelBox { try Registry.shared.look
     case MM_MODEL_INFO_N_LAYERS: return Int64(c.numHiddenLayers)
     case MM_MODEL_INFO_MAX_POSITIONS: return Int64(c.maxPositionEmbeddings)
     case MM_MODEL_INFO_HAS_VISION_INPUT: return 0
-    case MM_MODEL_INFO_HAS_VISION_OUTPUT: return 0
+    case MM_MODEL_INFO_HAS_VISION_OUTPUT: return m.canGenerateImages ? 1 : 0
     case MM_MODEL_INFO_NUM_IMAGE_TOKENS: return Int64(c.mm?.numImageTokens ?? 0)
     case MM_MODEL_INFO_MM_HIDDEN_SIZE: return Int64(c.mm?.mmHiddenSize ?? 0)
     default: return -1
@@ -341,15 +341,31 @@ func resultBox(_ p: OpaquePointer?) -> ResultBox? { try? Registry.shared.lookup(
     }
 }
 
-@_cdecl("mm_result_n_images") public func mm_result_n_images(_ p: OpaquePointer?) -> Int32 { resultBox(p) == nil ? -1 : 0 }
+@_cdecl("mm_result_n_images") public func mm_result_n_images(_ p: OpaquePointer?) -> Int32 {
+    resultBox(p).map { Int32($0.result.images.count) } ?? -1
+}
 
 @_cdecl("mm_result_image_tokens")
 public func mm_result_image_tokens(_ p: OpaquePointer?, _ index: Int32, _ buf: UnsafeMutablePointer<Float>?, _ cap: Int,
                                    _ nTokens: UnsafeMutablePointer<Int32>?, _ dim: UnsafeMutablePointer<Int32>?,
                                    _ complete: UnsafeMutablePointer<Int32>?) -> Int32 {
     guarded {
-        guard resultBox(p) != nil else { throw MMError.invalidArgument("result is not a live handle") }
-        throw MMError(.outOfRange, "image index \(index) is out of range: this result has 0 images")
+        guard let box = resultBox(p) else { throw MMError.invalidArgument("result is not a live handle") }
+        let images = box.result.images
+        guard index >= 0, Int(index) < images.count else {
+            throw MMError(.outOfRange, "image index \(index) is out of range: this result has \(images.count) images")
+        }
+        let img = images[Int(index)]
+        nTokens?.pointee = Int32(img.count)
+        dim?.pointee = Int32(img.dim)
+        complete?.pointee = img.complete ? 1 : 0
+        guard cap >= img.tokens.count else {
+            throw MMError(.bufferTooSmall, "buffer holds \(cap) floats, \(img.tokens.count) needed")
+        }
+        if !img.tokens.isEmpty {
+            guard let buf else { throw MMError.invalidArgument("buf is NULL") }
+            img.tokens.withUnsafeBufferPointer { buf.update(from: $0.baseAddress!, count: img.tokens.count) }
+        }
     }
 }
 

@@ -107,6 +107,10 @@ public final class TensorStore: @unchecked Sendable {
     }
 
     public func has(_ name: String) -> Bool { tensors[name] != nil || unsupported[name] != nil }
+    /// Any tensor named `prefix` or `prefix.*`.
+    public func hasAny(prefix: String) -> Bool {
+        tensors.keys.contains { $0 == prefix + ".weight" || $0.hasPrefix(prefix + ".") }
+    }
 
     /// The tensor `name`, checked against the shape the configuration implies.
     public func get(_ name: String, shape: [Int]) throws -> Tensor {

@@ -26,6 +26,15 @@ public final class Model: @unchecked Sendable {
     public let bosID: Int32?
     public let loadMilliseconds: Double
     public let label: String
+    /// model.mm_projector: visual tokens -> input embeddings (MetaMorph checkpoints).
+    public let projector: MMProjector?
+    /// vision_head: hidden states -> visual tokens; present when the model can draw.
+    public let visionHead: VisionHead?
+    public let imageStartID: Int32?
+    public let imageEndID: Int32?
+
+    /// Visual tokens can be generated: a vision head, a projector and <image_start> all exist.
+    public var canGenerateImages: Bool { visionHead != nil && projector != nil && imageStartID != nil }
 
     public static func load(directory: String, options: LoadOptions = LoadOptions()) throws -> Model {
         var isDir = stat()
@@ -72,14 +81,27 @@ public final class Model: @unchecked Sendable {
         }
         let store = try TensorStore.load(files)
         let llama = try LlamaModel(config: config, store: store)
+        var projector: MMProjector? = nil
+        var head: VisionHead? = nil
+        if let mm = config.mm {
+            if store.hasAny(prefix: "model.mm_projector") {
+                projector = try MMProjector(store: store, type: mm.mmProjectorType, mmHidden: mm.mmHiddenSize, hidden: config.hiddenSize)
+            }
+            if store.hasAny(prefix: "vision_head") {
+                head = try VisionHead(store: store, type: mm.visionHeadType, hidden: config.hiddenSize, mmHidden: mm.mmHiddenSize)
+            }
+        }
         return Model(config: config, llama: llama, tokenizer: tokenizer, store: store, eosIDs: eos, bosID: bos,
-                     loadMilliseconds: monotonicMilliseconds() - t0, label: files.label)
+                     loadMilliseconds: monotonicMilliseconds() - t0, label: files.label, projector: projector, visionHead: head)
     }
 
     init(config: LlamaConfig, llama: LlamaModel, tokenizer: Tokenizer?, store: TensorStore, eosIDs: Set<Int32>,
-         bosID: Int32?, loadMilliseconds: Double, label: String) {
+         bosID: Int32?, loadMilliseconds: Double, label: String, projector: MMProjector?, visionHead: VisionHead?) {
         self.config = config; self.llama = llama; self.tokenizer = tokenizer; self.store = store
         self.eosIDs = eosIDs; self.bosID = bosID; self.loadMilliseconds = loadMilliseconds; self.label = label
+        self.projector = projector; self.visionHead = visionHead
+        self.imageStartID = tokenizer?.tokenID("<image_start>")
+        self.imageEndID = tokenizer?.tokenID("<image_end>")
     }
 
     public var modelType: String { config.modelType }

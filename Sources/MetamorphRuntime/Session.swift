@@ -64,6 +64,7 @@ public struct GenerationResult: Sendable {
     public var seed: UInt64 = 0
     public var timings = Timings()
     public var firstLogits: [Float]? = nil
+    public var images: [GeneratedImage] = []   // visual tokens generated in image mode, in order
 }
 
 /// The reference's IMAGE_TOKEN_INDEX: how an image appears in printed prompt ids.
@@ -199,21 +200,27 @@ public final class Session: @unchecked Sendable {
         guard history.count + promptIDs.count + 1 <= contextLength else {
             throw MMError(.contextFull, "the prompt needs \(promptIDs.count) positions but only \(contextLength - history.count - 1) of the context's \(contextLength) are free (one is kept for the reply)")
         }
+        // A reply forced to begin inside an image needs a model that can draw.
+        // (The reference only enters image mode on generated tokens; we also do when the caller
+        // forces the reply to open with <image_start>, so a picture can be asked for outright.)
+        let startsInImage = p.assistantPrefix?.hasSuffix("<image_start>") == true
+        if startsInImage && (!model.canGenerateImages || promptIDs.last != model.imageStartID) {
+            throw MMError.unsupported("\(model.label) cannot generate images (no vision head / projector): the reply cannot start with <image_start>")
+        }
 
         var result = GenerationResult()
         result.promptTokens = promptIDs
         // Random seeds stay below 2^53 so every JSON reader prints them exactly.
         let seed = p.seed ?? UInt64.random(in: 0..<(1 << 53))
         result.seed = seed
-        var sampler = Sampler(params: p.sampling, seed: seed)
         let llama = model.llama
-        let vocab = llama.vocabSize, h = llama.hiddenSize
-        var logits = [Float](repeating: 0, count: vocab)
+        let h = llama.hiddenSize
 
         // Prefill in chunks: bounded activation memory, matrix-matrix work per chunk.
         let t0 = monotonicMilliseconds()
         let chunk = 512
         var xbuf = [Float](repeating: 0, count: min(chunk, promptIDs.count) * h)
+        var state = DecodeState(hidden: [Float](repeating: 0, count: h), logits: [Float](repeating: 0, count: llama.vocabSize))
         var start = 0
         while start < promptIDs.count {
             let n = min(chunk, promptIDs.count - start)
@@ -222,9 +229,7 @@ public final class Session: @unchecked Sendable {
                 llama.embed(piece, into: xb.baseAddress!)
                 llama.forward(xb.baseAddress!, count: n, pos0: history.count, cache: cache, threads: threads, ws: ws)
                 if start + n == promptIDs.count {
-                    logits.withUnsafeMutableBufferPointer { lb in
-                        llama.logits(xb.baseAddress! + (n - 1) * h, into: lb.baseAddress!, threads: threads)
-                    }
+                    state.hidden.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: xb.baseAddress! + (n - 1) * h, count: h) }
                 }
             }
             history += piece
@@ -243,38 +248,88 @@ public final class Session: @unchecked Sendable {
         let t1 = monotonicMilliseconds()
         result.timings.promptTokens = promptIDs.count
         result.timings.promptMilliseconds = t1 - t0
-        if p.keepLogits { result.firstLogits = logits }
-
-        guard let tok = model.tokenizer ?? nil as Tokenizer? else {
-            // Without a tokenizer we still generate ids; text stays empty.
-            try decodeLoop(&result, &sampler, &logits, p, decoder: nil, onText: onText)
-            result.timings.generateMilliseconds = monotonicMilliseconds() - t1
-            return result
+        state.imageMode = startsInImage
+        if !startsInImage {
+            state.computeLogits(llama, threads: threads)
+            if p.keepLogits { result.firstLogits = state.logits }
         }
-        let decoder = tok.makeStreamingDecoder(skipSpecialTokens: true)
-        try decodeLoop(&result, &sampler, &logits, p, decoder: decoder, onText: onText)
+        let decoder = model.tokenizer?.makeStreamingDecoder(skipSpecialTokens: true)
+        var sampler = Sampler(params: p.sampling, seed: seed)
+        try decodeLoop(&result, &sampler, &state, p, decoder: decoder, onText: onText)
         result.timings.generateMilliseconds = monotonicMilliseconds() - t1
         return result
     }
 
-    private func decodeLoop(_ result: inout GenerationResult, _ sampler: inout Sampler, _ logits: inout [Float],
+    /// What the loop carries from one position to the next.
+    struct DecodeState {
+        var hidden: [Float]          // final-normed hidden state of the last fed position
+        var logits: [Float]
+        var imageMode = false
+        mutating func computeLogits(_ llama: LlamaModel, threads: Int) {
+            hidden.withUnsafeBufferPointer { hb in
+                logits.withUnsafeMutableBufferPointer { lb in llama.logits(hb.baseAddress!, into: lb.baseAddress!, threads: threads) }
+            }
+        }
+    }
+
+    /// Feed one input embedding (a token's or a projected visual token) at the next position.
+    private func feed(embedding: UnsafeMutablePointer<Float>, id: Int32, state: inout DecodeState) {
+        model.llama.forward(embedding, count: 1, pos0: history.count, cache: cache, threads: threads, ws: ws)
+        let h = state.hidden.count
+        state.hidden.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: embedding, count: h) }
+        history.append(id)
+    }
+
+    private func decodeLoop(_ result: inout GenerationResult, _ sampler: inout Sampler, _ state: inout DecodeState,
                             _ p: GenerationParams, decoder: StreamingDecoder?, onText: ((String, Int32) -> Bool)?) throws {
         let llama = model.llama
         let h = llama.hiddenSize
         var x = [Float](repeating: 0, count: h)
         var stops = StopMatcher(p.stopStrings)
         var text = ""
+        var positions = 0   // every generated position, text and visual, counts against max_tokens
         func emit(_ s: String, _ token: Int32) -> Bool {
             if s.isEmpty && token < 0 { return true }
             text += s
             return onText?(s, token) ?? true
         }
-        while true {
+        outer: while true {
+            if state.imageMode {
+                // Image mode (METAMORPH.md section 4): each step's hidden state goes through the
+                // vision head (L2-normalised when normalize_vision) and is kept as a visual token;
+                // its projection is the next input. After num_image_tokens steps, text again.
+                let head = model.visionHead!, proj = model.projector!
+                let mm = model.config.mm!
+                var image = GeneratedImage(dim: head.outFeatures)
+                result.images.append(image)
+                let idx = result.images.count - 1
+                for _ in 0..<mm.numImageTokens {
+                    if takeCancel() { result.stopReason = .cancelled; break outer }
+                    if positions >= p.maxTokens { result.stopReason = .maxTokens; break outer }
+                    if history.count + 1 >= contextLength { result.stopReason = .contextFull; break outer }
+                    var z = state.hidden.withUnsafeBufferPointer { head(hidden: $0.baseAddress!, rows: 1, threads: threads) }
+                    let zDim = z.count
+                    if mm.normalizeVision { z.withUnsafeMutableBufferPointer { VisionTokens.l2Normalize($0.baseAddress!, rows: 1, dim: zDim) } }
+                    image.tokens += z
+                    image.count += 1
+                    result.images[idx] = image
+                    positions += 1
+                    var e = z.withUnsafeBufferPointer { proj($0.baseAddress!, rows: 1, threads: threads) }
+                    e.withUnsafeMutableBufferPointer { feed(embedding: $0.baseAddress!, id: imageTokenIndex, state: &state) }
+                }
+                image.complete = true
+                result.images[idx] = image
+                state.imageMode = false
+                state.computeLogits(llama, threads: threads)
+                if p.keepLogits && result.firstLogits == nil { result.firstLogits = state.logits }
+                continue
+            }
             if takeCancel() { result.stopReason = .cancelled; break }
             let recentStart = p.sampling.repeatLastN < 0 ? 0 : max(0, history.count - p.sampling.repeatLastN)
             let recent = history[recentStart...].filter { $0 >= 0 } + result.tokens
-            let next = logits.withUnsafeMutableBufferPointer { sampler.sample($0, recent: recent[...]) }
+            let next = state.logits.withUnsafeMutableBufferPointer { sampler.sample($0, recent: recent[...]) }
             result.tokens.append(next)
+            positions += 1
             if !p.ignoreEOS && model.eosIDs.contains(next) {
                 unfed = [next]; replyClosed = true
                 result.stopReason = .eos
@@ -286,22 +341,35 @@ public final class Session: @unchecked Sendable {
                 if !emit(out, next) { unfed = [next]; result.stopReason = .cancelled; break }
                 if hit { unfed = [next]; result.stopReason = .stopString; break }
             } else if !emit("", next) { unfed = [next]; result.stopReason = .cancelled; break }
-            if result.tokens.count >= p.maxTokens { unfed = [next]; result.stopReason = .maxTokens; break }
+            if positions >= p.maxTokens { unfed = [next]; result.stopReason = .maxTokens; break }
             if history.count + 1 >= contextLength { unfed = [next]; result.stopReason = .contextFull; break }
             x.withUnsafeMutableBufferPointer { xb in
                 llama.embed([next], into: xb.baseAddress!)
-                llama.forward(xb.baseAddress!, count: 1, pos0: history.count, cache: cache, threads: threads, ws: ws)
-                logits.withUnsafeMutableBufferPointer { lb in llama.logits(xb.baseAddress!, into: lb.baseAddress!, threads: threads) }
+                feed(embedding: xb.baseAddress!, id: next, state: &state)
             }
-            history.append(next)
+            if next == model.imageStartID && model.canGenerateImages {
+                state.imageMode = true
+            } else {
+                state.computeLogits(llama, threads: threads)
+            }
         }
         if let decoder, result.stopReason != .stopString {
             let (out, _) = stops.feed(decoder.finish(), final: true)
             _ = emit(out, -1)
         }
-        result.timings.generated = result.tokens.count
+        result.timings.generated = positions
         result.text = text
     }
+}
+
+/// Visual tokens of one image generated in image mode: count x dim floats, SigLIP space.
+public struct GeneratedImage: Sendable {
+    public var dim: Int
+    public var tokens: [Float] = []
+    public var count = 0
+    /// All num_image_tokens were produced (false when max tokens, the context or a cancel cut it).
+    public var complete = false
+    public init(dim: Int) { self.dim = dim }
 }
 
 /// Finds stop strings in streamed text, holding back any tail that could still become one.

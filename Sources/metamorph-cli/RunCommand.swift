@@ -24,6 +24,7 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Use the prompt as is (BOS added), no chat template.") var raw = false
     @Flag(help: "Print one JSON object instead of streaming.") var json = false
     @Option(name: .customLong("save-logits"), help: "Write the first generated position's logits as float32 .npy [vocab].") var saveLogits: String?
+    @Option(name: .customLong("save-visual-tokens"), help: "Write generated visual tokens as float32 .npy [total_visual_tokens, mm_hidden].") var saveVisualTokens: String?
     @Option(help: "Compute threads (default: all cores).") var threads: Int?
     @Option(name: .customLong("ctx"), help: "Context length (default min(max_position_embeddings, 4096)).") var ctx: Int = 0
 
@@ -54,6 +55,12 @@ struct RunCommand: ParsableCommand {
             }
         }
         if let path = saveLogits, let l = r.firstLogits { try cliTry { try writeNpy(path, l, shape: [l.count]) } }
+        if let path = saveVisualTokens {
+            // All images in order, an unfinished last image included.
+            let dim = r.images.first?.dim ?? (m.config.mm?.mmHiddenSize ?? 0)
+            let all = r.images.flatMap { $0.tokens }
+            try cliTry { try writeNpy(path, all, shape: [dim == 0 ? 0 : all.count / dim, dim]) }
+        }
         if json {
             let t = r.timings
             let obj = JSON.obj([
@@ -61,6 +68,7 @@ struct RunCommand: ParsableCommand {
                 ("token_ids", .array(r.tokens.map { .number(Double($0)) })),
                 ("text", .string(r.text)),
                 ("stop_reason", .string(r.stopReason.name)),
+                ("images", .array(r.images.map { JSON.obj([("n_tokens", .number(Double($0.count))), ("complete", .bool($0.complete))]) })),
                 ("seed", r.seed <= UInt64(Int64.max) ? .integer(Int64(r.seed)) : .string(String(r.seed))),
                 ("timings", JSON.obj([
                     ("load_ms", .number(m.loadMilliseconds.rounded())),
