@@ -47,6 +47,7 @@ let package = Package(
         .testTarget(name: "MetamorphTokenizerTests", dependencies: ["MetamorphTokenizer"]),
         .testTarget(name: "MetamorphKernelsTests", dependencies: ["MetamorphKernels"]),
         .testTarget(name: "MetamorphEngineTests", dependencies: ["MetamorphRuntime"]),
+        .testTarget(name: "SiglipTests", dependencies: ["MetamorphRuntime"]),
     ],
     // Swift 5 language mode: the C ABI layer deals in raw pointers and C globals by design.
     swiftLanguageModes: [.v5]

@@ -113,3 +113,23 @@ void mmk_blas_set_threads(int nthreads);
 }
 #endif
 #endif
+
+/* ---- vision (resize.c) ------------------------------------------------------------------- */
+#ifdef __cplusplus
+extern "C" {
+#endif
+/* Resize an 8-bit image (rows packed, `channels` interleaved samples per pixel) from sw x sh to
+ * dw x dh exactly like Pillow's (<= 12) Image.resize(size, resample) for 8-bit modes without box or
+ * reducing_gap (Pillow 13 sometimes runs the vertical pass first and can differ by a few levels): separable filter (horizontal pass, then vertical), support widened by the
+ * downscale factor, 22-bit fixed-point weights, 8-bit intermediate with rounding and clipping.
+ * resample uses Pillow's codes: 1 LANCZOS, 2 BILINEAR, 3 BICUBIC (a = -0.5), 4 BOX, 5 HAMMING
+ * (0 NEAREST is not supported). Same size on both axes copies. Single-threaded.
+ * Returns 0, -1 for bad sizes/pointers, -2 for an unsupported resample code, -3 out of memory. */
+int mmk_resize_u8(const uint8_t *src, int sw, int sh, int channels, uint8_t *dst, int dw, int dh, int resample);
+/* The same on a pw x ph canvas filled with color[channels] with the sw x sh image pasted at (x0, y0),
+ * without materialising the canvas (memory O(dw * ph)). */
+int mmk_resize_u8_padded(const uint8_t *src, int sw, int sh, int channels, int pw, int ph, int x0, int y0,
+                         const uint8_t *color, uint8_t *dst, int dw, int dh, int resample);
+#ifdef __cplusplus
+}
+#endif
