@@ -560,6 +560,9 @@ class Result:
     timings: Dict[str, float] = field(default_factory=dict)
     logits: Any = None                     # numpy float32 [vocab] with keep_logits=True, else None
     stop_code: int = 0                     # the raw MM_STOP_* value
+    # Generated images: one numpy float32 array [n_tokens, mm_hidden] of visual tokens each.
+    images: List[Any] = field(default_factory=list)
+    images_complete: List[bool] = field(default_factory=list)
 
     @classmethod
     def _from_handle(cls, lib, r):
@@ -585,11 +588,24 @@ class Result:
             "prompt_tokens_per_s": t.n_prompt_tokens * 1000.0 / t.prompt_ms if t.prompt_ms > 0 else 0.0,
             "tokens_per_s": t.n_generated * 1000.0 / t.generate_ms if t.generate_ms > 0 else 0.0,
         }
+        images, complete = [], []
+        for i in range(max(0, lib.mm_result_n_images(r))):
+            import numpy as np
+            nt, dim, comp = ctypes.c_int32(0), ctypes.c_int32(0), ctypes.c_int32(0)
+            st = lib.mm_result_image_tokens(r, i, None, 0, byref(nt), byref(dim), byref(comp))
+            arr = np.zeros((nt.value, dim.value), dtype=np.float32)
+            if arr.size:
+                check(lib, lib.mm_result_image_tokens(r, i, arr.ctypes.data_as(POINTER(ctypes.c_float)), arr.size,
+                                                      byref(nt), byref(dim), byref(comp)))
+            elif st not in (0, 9):
+                check(lib, st)
+            images.append(arr)
+            complete.append(bool(comp.value))
         text = lib.mm_result_text(r) or b""
         code = lib.mm_result_stop_reason(r)
         return cls(text=text.decode("utf-8", "replace"), tokens=tokens, prompt_tokens=prompt,
                    stop_reason=STOP_REASONS.get(code, f"unknown({code})"), seed=lib.mm_result_seed(r),
-                   timings=timings, logits=logits, stop_code=code)
+                   timings=timings, logits=logits, stop_code=code, images=images, images_complete=complete)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -462,3 +462,23 @@ def test_from_memory(ckpt_dir, model, borrow):
     m.close()
     with pytest.raises(metamorph.MetamorphError):
         metamorph.Model.from_memory({"config.json": b"{}"})
+
+
+def test_visual_tokens_as_numpy(session):
+    """A reply forced to open with <image_start> yields one image of visual tokens (numpy)."""
+    np = pytest.importorskip("numpy")
+    r = session.generate("Generate an image of a red star.",
+                         assistant_prefix="Here is an image based on your request: <image_start>",
+                         max_tokens=6)
+    assert len(r.images) == 1
+    img = r.images[0]
+    assert img.dtype == np.float32 and img.shape == (4, 32)   # mm-f32: num_image_tokens 4, mm_hidden 32
+    assert r.images_complete == [True]
+    np.testing.assert_allclose(np.linalg.norm(img, axis=1), 1.0, atol=1e-5)  # normalize_vision
+    assert len(r.tokens) == 2                                # 4 visual + 2 text positions = 6
+
+
+def test_image_cut_by_max_tokens_is_flagged(session):
+    r = session.generate("Draw", assistant_prefix="<image_start>", max_tokens=3)
+    assert r.stop_reason == "max_tokens"
+    assert r.images[0].shape[0] == 3 and r.images_complete == [False]
