@@ -40,9 +40,12 @@ let package = Package(
                 swiftSettings: swiftFlags),
         .systemLibrary(name: "CMetamorphABI", path: "Sources/CMetamorphABI"),
         .target(name: "Metamorph", dependencies: ["MetamorphRuntime", "CMetamorphABI"], swiftSettings: swiftFlags),
+        // PNG/JPEG for the CLI only (libpng-dev, libjpeg-dev); the library itself takes pixels.
+        .target(name: "MetamorphImageIO", path: "Sources/MetamorphImageIO",
+                linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("jpeg")]),
         .executableTarget(
             name: "metamorph-cli",
-            dependencies: ["MetamorphRuntime", "MetamorphTokenizer", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["MetamorphImageIO", "MetamorphRuntime", "MetamorphTokenizer", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftFlags),
         .testTarget(name: "MetamorphTokenizerTests", dependencies: ["MetamorphTokenizer"]),
         .testTarget(name: "MetamorphKernelsTests", dependencies: ["MetamorphKernels"]),

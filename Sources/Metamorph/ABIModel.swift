@@ -102,7 +102,7 @@ func modelBox(_ p: OpaquePointer?) throws -> ModelBox { try Registry.shared.look
     case MM_MODEL_INFO_HIDDEN_SIZE: return Int64(c.hiddenSize)
     case MM_MODEL_INFO_N_LAYERS: return Int64(c.numHiddenLayers)
     case MM_MODEL_INFO_MAX_POSITIONS: return Int64(c.maxPositionEmbeddings)
-    case MM_MODEL_INFO_HAS_VISION_INPUT: return 0
+    case MM_MODEL_INFO_HAS_VISION_INPUT: return m.vision != nil ? 1 : 0
     case MM_MODEL_INFO_HAS_VISION_OUTPUT: return m.canGenerateImages ? 1 : 0
     case MM_MODEL_INFO_NUM_IMAGE_TOKENS: return Int64(c.mm?.numImageTokens ?? 0)
     case MM_MODEL_INFO_MM_HIDDEN_SIZE: return Int64(c.mm?.mmHiddenSize ?? 0)

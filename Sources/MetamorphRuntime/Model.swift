@@ -32,6 +32,13 @@ public final class Model: @unchecked Sendable {
     public let visionHead: VisionHead?
     public let imageStartID: Int32?
     public let imageEndID: Int32?
+    /// SigLIP tower + reduction + projector: images in. nil when the checkpoint has no tower
+    /// (then `visionUnavailable` says why and what to pass).
+    public let vision: VisionEncoder?
+    public let imageProcessor: ImageProcessor?
+    public let visionUnavailable: String
+    /// The separate SigLIP directory's tensors: the tower's weights point into its mapping.
+    let visionStore: TensorStore?
 
     /// Visual tokens can be generated: a vision head, a projector and <image_start> all exist.
     public var canGenerateImages: Bool { visionHead != nil && projector != nil && imageStartID != nil }
@@ -91,15 +98,74 @@ public final class Model: @unchecked Sendable {
                 head = try VisionHead(store: store, type: mm.visionHeadType, hidden: config.hiddenSize, mmHidden: mm.mmHiddenSize)
             }
         }
+        var vision: VisionEncoder? = nil
+        var processor: ImageProcessor? = nil
+        var visionStore: TensorStore? = nil
+        var why = "\(files.label) is a text-only model (model_type \(config.modelType), no mm_projector)"
+        if let mm = config.mm, let projector {
+            (vision, processor, why, visionStore) = try loadVision(mm: mm, store: store, projector: projector, options: options)
+        } else if options.visionTowerPath != nil {
+            throw MMError.unsupported("a vision tower was given but \(files.label) has no mm_projector to use it")
+        }
         return Model(config: config, llama: llama, tokenizer: tokenizer, store: store, eosIDs: eos, bosID: bos,
-                     loadMilliseconds: monotonicMilliseconds() - t0, label: files.label, projector: projector, visionHead: head)
+                     loadMilliseconds: monotonicMilliseconds() - t0, label: files.label, projector: projector, visionHead: head,
+                     vision: vision, imageProcessor: processor, visionUnavailable: why, visionStore: visionStore)
+    }
+
+    /// The SigLIP tower from inside the checkpoint (model.vision_tower.vision_tower.*) or from a
+    /// separate SigLIP directory (vision_model.*, as the official loader re-reads it from the hub).
+    static func loadVision(mm: MetaMorphConfig, store: TensorStore, projector: MMProjector, options: LoadOptions)
+        throws -> (VisionEncoder?, ImageProcessor?, String, TensorStore?) {
+        var separate: TensorStore? = nil
+        var separateConfig: JSON? = nil
+        var preprocessor: ImageProcessorConfig? = nil
+        if let dir = options.visionTowerPath {
+            let vf = CheckpointFiles(directory: dir, useMmap: options.useMmap)
+            separate = try TensorStore.load(vf)
+            if vf.exists("config.json") { separateConfig = try vf.open("config.json").json(what: "\(dir)/config.json") }
+            if vf.exists("preprocessor_config.json") {
+                preprocessor = try ImageProcessorConfig.parse(try vf.open("preprocessor_config.json").json(what: "\(dir)/preprocessor_config.json"))
+            }
+        }
+        guard let prefix = SiglipVisionTower.weightPrefix(in: store) ?? separate.flatMap({ SiglipVisionTower.weightPrefix(in: $0) }) else {
+            if let dir = options.visionTowerPath {
+                throw MMError.format("\(dir): no SigLIP weights (expected vision_model.* tensors)")
+            }
+            return (nil, nil, "no SigLIP weights: the checkpoint has no model.vision_tower.vision_tower.* tensors; pass the SigLIP directory (vision_model.*) as the vision tower path", nil)
+        }
+        let inCheckpoint = SiglipVisionTower.weightPrefix(in: store) != nil
+        let towerStore = inCheckpoint ? store : separate!
+        var vcfg: SiglipVisionConfig
+        if inCheckpoint, let vc = mm.visionConfig, !vc.isNull {
+            vcfg = try SiglipVisionConfig.parse(vc, file: "config.json vision_config")
+        } else if let sc = separateConfig {
+            vcfg = try SiglipVisionConfig.parse(sc, file: "\(options.visionTowerPath!)/config.json")
+        } else if (mm.mmVisionTower ?? "").contains("so400m-patch14-384") {
+            vcfg = .so400m384   // the tower MetaMorph names; its config is fixed and public
+        } else {
+            throw MMError.format("the checkpoint holds SigLIP weights but no vision_config, and mm_vision_tower \"\(mm.mmVisionTower ?? "")\" is not one whose configuration is known")
+        }
+        let n = vcfg.numHiddenLayers
+        let sel = mm.mmVisionSelectLayer
+        let needed = sel < 0 ? n + sel + 1 : sel
+        guard needed >= 0, needed <= n else {
+            throw MMError.format("mm_vision_select_layer \(sel) is outside the tower's \(n) layers")
+        }
+        let tower = try SiglipVisionTower(config: vcfg, store: towerStore, prefix: prefix, maxLayers: needed)
+        let encoder = try VisionEncoder(tower: tower, projector: projector, selectLayer: sel, numImageTokens: mm.numImageTokens,
+                                        normalize: mm.normalizeVision, reduction: mm.imageTokenReduction)
+        let pc = preprocessor ?? ImageProcessorConfig.siglip(imageSize: vcfg.imageSize)
+        return (encoder, ImageProcessor(config: pc, aspectRatio: mm.imageAspectRatio), "", inCheckpoint ? nil : separate)
     }
 
     init(config: LlamaConfig, llama: LlamaModel, tokenizer: Tokenizer?, store: TensorStore, eosIDs: Set<Int32>,
-         bosID: Int32?, loadMilliseconds: Double, label: String, projector: MMProjector?, visionHead: VisionHead?) {
+         bosID: Int32?, loadMilliseconds: Double, label: String, projector: MMProjector?, visionHead: VisionHead?,
+         vision: VisionEncoder?, imageProcessor: ImageProcessor?, visionUnavailable: String, visionStore: TensorStore?) {
         self.config = config; self.llama = llama; self.tokenizer = tokenizer; self.store = store
         self.eosIDs = eosIDs; self.bosID = bosID; self.loadMilliseconds = loadMilliseconds; self.label = label
         self.projector = projector; self.visionHead = visionHead
+        self.vision = vision; self.imageProcessor = imageProcessor; self.visionUnavailable = visionUnavailable
+        self.visionStore = visionStore
         self.imageStartID = tokenizer?.tokenID("<image_start>")
         self.imageEndID = tokenizer?.tokenID("<image_end>")
     }

@@ -44,6 +44,8 @@ public struct GenerationParams: Sendable {
     public var assistantPrefix: String? = nil
     public var stopStrings: [String] = []
     public var keepLogits = false
+    /// Keep this turn's projected image features (LLM input embeddings) in the result.
+    public var keepImageFeatures = false
     /// Benchmarks: keep generating through end-of-sequence tokens.
     public var ignoreEOS = false
     public init() {}
@@ -65,6 +67,7 @@ public struct GenerationResult: Sendable {
     public var timings = Timings()
     public var firstLogits: [Float]? = nil
     public var images: [GeneratedImage] = []   // visual tokens generated in image mode, in order
+    public var imageFeatures: [[Float]] = []   // with keepImageFeatures: [num_image_tokens * hidden] per input image
 }
 
 /// The reference's IMAGE_TOKEN_INDEX: how an image appears in printed prompt ids.
@@ -127,10 +130,14 @@ public final class Session: @unchecked Sendable {
             case .tokens: sawTokens = true
             }
         }
-        if images > 0 {
-            throw MMError.unsupported("image input is not available in this build: the SigLIP vision tower is not implemented yet")
-        }
         if sawTokens && !p.raw { throw MMError.invalidArgument("token parts are only accepted in raw mode") }
+        let placeholders = countOccurrences(of: "<image>", in: message)
+        if images > 0 && !p.raw && placeholders == 0 {
+            // The reference demo: one image block per image (or video frame), then the question.
+            message = String(repeating: "<image_start><image><image_end>", count: images) + "\n" + message
+        } else if placeholders != images {
+            throw MMError.invalidArgument("the prompt has \(placeholders) <image> placeholders but \(images) images were given")
+        }
         let first = history.isEmpty
         var ids: [Int32] = []
         if !first {
@@ -174,7 +181,25 @@ public final class Session: @unchecked Sendable {
             text += "<|start_header_id|>assistant<|end_header_id|>\n" + (p.assistantPrefix ?? "")
             try encodeText(text, bos: first)
         }
+        if ids.filter({ $0 == imageTokenIndex }).count != images {
+            throw MMError.invalidArgument("<image> may not appear in the assistant prefix")
+        }
         return ids
+    }
+
+    /// Encode this turn's images (once each) into LLM input embeddings [tokens][hidden].
+    func encodeImages(_ parts: [PromptPart]) throws -> [[Float]] {
+        var out: [[Float]] = []
+        for part in parts {
+            guard case .image(let img) = part else { continue }
+            guard let vision = model.vision, let proc = model.imageProcessor else {
+                throw MMError.unsupported("\(model.label) cannot read images: \(model.visionUnavailable)")
+            }
+            let pixels = try proc.preprocess(rgb: img.rgb, width: img.width, height: img.height)
+            if takeCancel() { throw MMError(.cancelled, "generation cancelled while encoding images") }
+            out.append(try vision.embeddings(pixels: pixels, threads: threads))
+        }
+        return out
     }
 
     // MARK: generation
@@ -194,11 +219,15 @@ public final class Session: @unchecked Sendable {
         }
         let promptIDs = try buildPrompt(parts, p)
         guard !promptIDs.isEmpty else { throw MMError.invalidArgument("the prompt is empty") }
-        if promptIDs.contains(imageTokenIndex) {
-            throw MMError.unsupported("image placeholders need the vision tower, which this build does not have yet")
+        // Every image stands for num_image_tokens positions of projected visual tokens.
+        let nImages = promptIDs.filter { $0 == imageTokenIndex }.count
+        let perImage = model.vision?.tokensPerImage ?? 0
+        let positions = promptIDs.count - nImages + nImages * perImage
+        if nImages > 0 && model.vision == nil {
+            throw MMError.unsupported("\(model.label) cannot read images: \(model.visionUnavailable)")
         }
-        guard history.count + promptIDs.count + 1 <= contextLength else {
-            throw MMError(.contextFull, "the prompt needs \(promptIDs.count) positions but only \(contextLength - history.count - 1) of the context's \(contextLength) are free (one is kept for the reply)")
+        guard history.count + positions + 1 <= contextLength else {
+            throw MMError(.contextFull, "the prompt needs \(positions) positions but only \(contextLength - history.count - 1) of the context's \(contextLength) are free (one is kept for the reply)")
         }
         // A reply forced to begin inside an image needs a model that can draw.
         // (The reference only enters image mode on generated tokens; we also do when the caller
@@ -218,21 +247,42 @@ public final class Session: @unchecked Sendable {
 
         // Prefill in chunks: bounded activation memory, matrix-matrix work per chunk.
         let t0 = monotonicMilliseconds()
+        let imageEmbeddings = try encodeImages(parts)
+        if p.keepImageFeatures { result.imageFeatures = imageEmbeddings }
+        // One row per position: a token id, or (image, row) of a projected visual token.
+        var rows: [(Int32, Int, Int)] = []
+        rows.reserveCapacity(positions)
+        var imageIndex = 0
+        for id in promptIDs {
+            if id == imageTokenIndex {
+                for r in 0..<perImage { rows.append((imageTokenIndex, imageIndex, r)) }
+                imageIndex += 1
+            } else {
+                rows.append((id, -1, 0))
+            }
+        }
         let chunk = 512
-        var xbuf = [Float](repeating: 0, count: min(chunk, promptIDs.count) * h)
+        var xbuf = [Float](repeating: 0, count: min(chunk, rows.count) * h)
         var state = DecodeState(hidden: [Float](repeating: 0, count: h), logits: [Float](repeating: 0, count: llama.vocabSize))
         var start = 0
-        while start < promptIDs.count {
-            let n = min(chunk, promptIDs.count - start)
-            let piece = Array(promptIDs[start..<start + n])
+        while start < rows.count {
+            let n = min(chunk, rows.count - start)
             xbuf.withUnsafeMutableBufferPointer { xb in
-                llama.embed(piece, into: xb.baseAddress!)
+                for i in 0..<n {
+                    let (id, img, r) = rows[start + i]
+                    let dst = xb.baseAddress! + i * h
+                    if img < 0 {
+                        llama.embed([id], into: dst)
+                    } else {
+                        imageEmbeddings[img].withUnsafeBufferPointer { dst.update(from: $0.baseAddress! + r * h, count: h) }
+                    }
+                }
                 llama.forward(xb.baseAddress!, count: n, pos0: history.count, cache: cache, threads: threads, ws: ws)
-                if start + n == promptIDs.count {
+                if start + n == rows.count {
                     state.hidden.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: xb.baseAddress! + (n - 1) * h, count: h) }
                 }
             }
-            history += piece
+            history += rows[start..<start + n].map { $0.0 }
             start += n
             if takeCancel() {
                 // The fed part of the prompt stays in the cache; the turn ends here.
@@ -246,7 +296,7 @@ public final class Session: @unchecked Sendable {
         unfed = []
         replyClosed = false
         let t1 = monotonicMilliseconds()
-        result.timings.promptTokens = promptIDs.count
+        result.timings.promptTokens = rows.count
         result.timings.promptMilliseconds = t1 - t0
         state.imageMode = startsInImage
         if !startsInImage {
@@ -370,6 +420,10 @@ public struct GeneratedImage: Sendable {
     /// All num_image_tokens were produced (false when max tokens, the context or a cancel cut it).
     public var complete = false
     public init(dim: Int) { self.dim = dim }
+}
+
+func countOccurrences(of needle: String, in hay: String) -> Int {
+    hay.split(separator: needle, omittingEmptySubsequences: false).count - 1
 }
 
 /// Finds stop strings in streamed text, holding back any tail that could still become one.

@@ -2,6 +2,7 @@
 import ArgumentParser
 import MetamorphCore
 import MetamorphRuntime
+import MetamorphImageIO
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -25,6 +26,9 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Print one JSON object instead of streaming.") var json = false
     @Option(name: .customLong("save-logits"), help: "Write the first generated position's logits as float32 .npy [vocab].") var saveLogits: String?
     @Option(name: .customLong("save-visual-tokens"), help: "Write generated visual tokens as float32 .npy [total_visual_tokens, mm_hidden].") var saveVisualTokens: String?
+    @Option(name: .customLong("image"), help: "An image (PNG or JPEG) for the prompt (repeatable, in order).") var images: [String] = []
+    @Option(name: .customLong("vision-tower"), help: "A separate SigLIP directory (vision_model.* weights).") var visionTower: String?
+    @Option(name: .customLong("save-image-features"), help: "Write the projected image features as float32 .npy [n_images, num_image_tokens, hidden].") var saveImageFeatures: String?
     @Option(help: "Compute threads (default: all cores).") var threads: Int?
     @Option(name: .customLong("ctx"), help: "Context length (default min(max_position_embeddings, 4096)).") var ctx: Int = 0
 
@@ -32,7 +36,12 @@ struct RunCommand: ParsableCommand {
         guard let dir = model else {
             throw ValidationError("--model DIR is required (no default model ships yet)")
         }
-        let m = try cliTry { try Model.load(directory: dir) }
+        var opts = LoadOptions()
+        opts.visionTowerPath = visionTower
+        let m = try cliTry { try Model.load(directory: dir, options: opts) }
+        var parts: [PromptPart] = []
+        for path in images { parts.append(.image(try loadImage(path))) }
+        parts.append(.text(prompt))
         let s = try cliTry { try Session(model: m, contextLength: ctx, threads: threads ?? defaultThreadCount()) }
         var p = GenerationParams()
         p.maxTokens = maxTokens
@@ -46,15 +55,22 @@ struct RunCommand: ParsableCommand {
         p.assistantPrefix = assistantPrefix
         p.stopStrings = stop
         p.keepLogits = saveLogits != nil
+        p.keepImageFeatures = saveImageFeatures != nil
         let streaming = !json
         if streaming, let prefix = assistantPrefix { writeStdout(prefix) }
         let r = try cliTry {
-            try s.generate([.text(prompt)], params: p) { text, _ in
+            try s.generate(parts, params: p) { text, _ in
                 if streaming { writeStdout(text) }
                 return true
             }
         }
         if let path = saveLogits, let l = r.firstLogits { try cliTry { try writeNpy(path, l, shape: [l.count]) } }
+        if let path = saveImageFeatures {
+            let hidden = m.config.hiddenSize
+            let all = r.imageFeatures.flatMap { $0 }
+            let perImage = r.imageFeatures.first.map { $0.count / hidden } ?? (m.vision?.tokensPerImage ?? 0)
+            try cliTry { try writeNpy(path, all, shape: [r.imageFeatures.count, perImage, hidden]) }
+        }
         if let path = saveVisualTokens {
             // All images in order, an unfinished last image included.
             let dim = r.images.first?.dim ?? (m.config.mm?.mmHiddenSize ?? 0)
@@ -83,6 +99,19 @@ struct RunCommand: ParsableCommand {
             writeStdout("\n")
         }
     }
+}
+
+/// Decode a PNG or JPEG through the system libraries into RGB8.
+func loadImage(_ path: String) throws -> ImageInput {
+    var rgb: UnsafeMutablePointer<UInt8>? = nil
+    var w: Int32 = 0, h: Int32 = 0
+    var err = [CChar](repeating: 0, count: 512)
+    if mmio_load_rgb(path, &rgb, &w, &h, &err, err.count) != 0 {
+        fputs("metamorph: error: \(String(cString: err))\n", stderr)
+        throw ExitCode(1)
+    }
+    defer { free(rgb) }
+    return ImageInput(width: Int(w), height: Int(h), rgb: Array(UnsafeBufferPointer(start: rgb, count: Int(w) * Int(h) * 3)))
 }
 
 func defaultThreadCount() -> Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
