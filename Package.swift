@@ -38,6 +38,7 @@ let package = Package(
         .target(name: "MetamorphRuntime",
                 dependencies: ["MetamorphModels", "MetamorphTokenizer", "MetamorphCore", "MetamorphKernels"],
                 swiftSettings: swiftFlags),
+        .target(name: "MetamorphVisualizer", dependencies: ["MetamorphCore", "MetamorphKernels", "MetamorphModels"]),
         .systemLibrary(name: "CMetamorphABI", path: "Sources/CMetamorphABI"),
         .target(name: "Metamorph", dependencies: ["MetamorphRuntime", "CMetamorphABI"], swiftSettings: swiftFlags),
         // PNG/JPEG for the CLI only (libpng-dev, libjpeg-dev); the library itself takes pixels.
@@ -45,12 +46,13 @@ let package = Package(
                 linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("jpeg")]),
         .executableTarget(
             name: "metamorph-cli",
-            dependencies: ["MetamorphImageIO", "MetamorphRuntime", "MetamorphTokenizer", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["MetamorphImageIO", "MetamorphRuntime", "MetamorphVisualizer", "MetamorphTokenizer", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftFlags),
         .testTarget(name: "MetamorphTokenizerTests", dependencies: ["MetamorphTokenizer"]),
         .testTarget(name: "MetamorphKernelsTests", dependencies: ["MetamorphKernels"]),
         .testTarget(name: "MetamorphEngineTests", dependencies: ["MetamorphRuntime"]),
         .testTarget(name: "SiglipTests", dependencies: ["MetamorphRuntime"]),
+        .testTarget(name: "VisualizerTests", dependencies: ["MetamorphVisualizer"]),
     ],
     // Swift 5 language mode: the C ABI layer deals in raw pointers and C globals by design.
     swiftLanguageModes: [.v5]

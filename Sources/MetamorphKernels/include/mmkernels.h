@@ -133,3 +133,40 @@ int mmk_resize_u8_padded(const uint8_t *src, int sw, int sh, int channels, int p
 #ifdef __cplusplus
 }
 #endif
+
+/* ---- visualizer: convolution, group norm, upsampling (conv.c) ----------------------------- */
+#ifdef __cplusplus
+extern "C" {
+#endif
+/* 2-D convolution of one NCHW image: in [cin][h][w] float32, weight [cout][cin][kh][kw] in wdtype
+ * (PyTorch layout), bias float32 [cout] or NULL, out [cout][oh][ow] with
+ * oh = (h + 2 pad - kh) / stride + 1 (same for ow), zero padding. im2col + OpenBLAS sgemm
+ * (single-threaded sgemm inside OpenMP threads); F16/BF16 weights are widened per call.
+ * Returns 0, -1 for bad arguments, -3 out of memory. */
+int mmk_conv2d(int wdtype, const void *w, const float *bias, const float *in, float *out,
+               int cin, int h, int wd, int cout, int kh, int kw, int stride, int pad, int nthreads);
+void mmk_conv2d_ref(int wdtype, const void *w, const float *bias, const float *in, float *out,
+                    int cin, int h, int wd, int cout, int kh, int kw, int stride, int pad);
+/* GroupNorm of one image x [channels][hw] (torch.nn.GroupNorm: biased variance, statistics in
+ * double), affine gamma/beta float32 [channels] (NULL = 1 / 0), then SiLU when silu != 0.
+ * channels must be a multiple of groups. out may equal x. */
+void mmk_groupnorm(float *out, const float *x, const float *gamma, const float *beta, int channels,
+                   int64_t hw, int groups, float eps, int silu, int nthreads);
+void mmk_groupnorm_ref(float *out, const float *x, const float *gamma, const float *beta, int channels,
+                       int64_t hw, int groups, float eps, int silu);
+/* Nearest-neighbour 2x upsampling: x [channels][h][w] -> out [channels][2h][2w]. */
+void mmk_upsample_nearest2x(float *out, const float *x, int channels, int h, int w, int nthreads);
+void mmk_upsample_nearest2x_ref(float *out, const float *x, int channels, int h, int w);
+/* x[i] = x[i] * sigmoid(x[i]) in place. */
+void mmk_silu(float *x, int64_t n, int nthreads);
+void mmk_silu_ref(float *x, int64_t n);
+/* out[cols][rows] = x[rows][cols]^T (out != x). */
+void mmk_transpose(float *out, const float *x, int64_t rows, int64_t cols, int nthreads);
+/* Same contract as mmk_attention_full, computed per head and block of 128 queries with two sgemm
+ * calls (scores, then scores x V): for long sequences (UNet / VAE self-attention). */
+void mmk_attention_gemm(float *out, const float *q, const float *k, const float *v,
+                        int64_t n_q, int64_t n_kv, int n_heads, int head_dim,
+                        int64_t q_stride, int64_t kv_stride, int64_t out_stride, float scale, int nthreads);
+#ifdef __cplusplus
+}
+#endif
