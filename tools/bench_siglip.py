@@ -61,7 +61,7 @@ def main():
     engine = {}
     if not a.skip_engine:
         env = dict(os.environ, METAMORPH_BENCH_SIGLIP=a.ckpt, METAMORPH_BENCH_REPS=str(a.reps))
-        r = subprocess.run(["swift", "test", "-c", "release", "--scratch-path", a.scratch, "--filter",
+        r = subprocess.run(["swift", "test", "-c", "release", "-Xswiftc", "-enable-testing", "--scratch-path", a.scratch, "--filter",
                             "SiglipModelTests/testBenchSo400m"], cwd=ROOT, env=env, capture_output=True, text=True)
         out = r.stdout + r.stderr
         for m in re.finditer(r"BENCH_SIGLIP threads=(\d+) ms_per_image=([\d.]+)", out):

@@ -233,8 +233,8 @@ public final class SiglipVisionTower: @unchecked Sendable {
                 L.v(xn, v, rows: rows, threads: threads)
                 for im in 0..<b {
                     let off = im * np * h
-                    mmk_attention_full(att + off, q + off, k + off, v + off, Int64(np), Int64(np),
-                                       Int32(c.numAttentionHeads), Int32(c.headDim), Int64(h), Int64(h), Int64(h), scale, th)
+                    mmk_attention_full_gemm(att + off, q + off, k + off, v + off, Int64(np), Int64(np),
+                                            Int32(c.numAttentionHeads), Int32(c.headDim), Int64(h), Int64(h), Int64(h), scale, th)
                 }
                 L.o(att, xn, rows: rows, threads: threads)
                 mmk_add(X, xn, Int64(rows * h), th)

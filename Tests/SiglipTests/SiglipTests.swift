@@ -6,7 +6,7 @@ import XCTest
 import MetamorphCore
 import MetamorphKernels
 import MetamorphModels
-@testable import MetamorphRuntime
+import MetamorphRuntime
 
 let fixtureRoot: String = {
     let here = URL(fileURLWithPath: #filePath).deletingLastPathComponent()

@@ -130,6 +130,11 @@ int mmk_resize_u8(const uint8_t *src, int sw, int sh, int channels, uint8_t *dst
  * without materialising the canvas (memory O(dw * ph)). */
 int mmk_resize_u8_padded(const uint8_t *src, int sw, int sh, int channels, int pw, int ph, int x0, int y0,
                          const uint8_t *color, uint8_t *dst, int dw, int dh, int resample);
+/* vision.c: mmk_attention_full computed per head and block of 64 queries as two sgemm calls with
+ * a float32 row softmax between them (same contract; faster when n_kv is in the hundreds). */
+void mmk_attention_full_gemm(float *out, const float *q, const float *k, const float *v,
+                             int64_t n_q, int64_t n_kv, int n_heads, int head_dim,
+                             int64_t q_stride, int64_t kv_stride, int64_t out_stride, float scale, int nthreads);
 #ifdef __cplusplus
 }
 #endif
