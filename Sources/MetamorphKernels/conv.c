@@ -224,7 +224,7 @@ void mmk_attention_gemm(float *out, const float *q, const float *k, const float 
 #pragma omp parallel num_threads(nt) if (nt > 1 && total > 1)
     {
         float *S = malloc((size_t)ATT_QB * (size_t)n_kv * sizeof(float));
-#pragma omp for schedule(dynamic)
+#pragma omp for schedule(static)
         for (int64_t it = 0; it < total; it++) {
             int h = (int)(it % n_heads);
             int64_t i0 = (it / n_heads) * ATT_QB, m = n_q - i0 < ATT_QB ? n_q - i0 : ATT_QB;

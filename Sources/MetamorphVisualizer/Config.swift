@@ -112,7 +112,7 @@ public struct UNetConfig: Sendable {
         try r.requireDefault("act_fn", string: "silu")
         for k in ["class_embed_type", "addition_embed_type", "encoder_hid_dim", "encoder_hid_dim_type",
                   "time_cond_proj_dim", "time_embedding_dim", "time_embedding_act_fn", "timestep_post_act",
-                  "projection_class_embeddings_input_dim", "num_class_embeds", "attention_type", "reverse_transformer_layers_per_block"] {
+                  "projection_class_embeddings_input_dim", "num_class_embeds", "reverse_transformer_layers_per_block"] {
             try r.requireDefault(k)
         }
         try r.requireDefault("attention_type", string: "default")
