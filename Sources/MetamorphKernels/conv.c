@@ -29,35 +29,31 @@ void mmk_conv2d_ref(int wdtype, const void *w, const float *bias, const float *i
             }
 }
 
-/* col[(c*kh + i)*kw + j][y*ow + x] = in[c][y*stride - pad + i][x*stride - pad + j] (0 outside) */
+/* col[(c*kh + i)*kw + j][(y - y0)*ow + x] = in[c][y*stride - pad + i][x*stride - pad + j] (0 outside),
+ * for output rows y0 <= y < y1. */
 static void im2col(const float *in, float *col, int cin, int h, int wd, int kh, int kw, int stride, int pad,
-                   int oh, int ow, int nt) {
-    int64_t rows = (int64_t)cin * kh * kw;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && rows * oh * ow >= MMK_PAR_MIN_WORK)
+                   int y0, int y1, int ow, int nt) {
+    int64_t rows = (int64_t)cin * kh * kw, ncol = (int64_t)(y1 - y0) * ow;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && rows * ncol >= MMK_PAR_MIN_WORK)
     for (int64_t r = 0; r < rows; r++) {
         int c = (int)(r / (kh * kw)), i = (int)(r / kw % kh), j = (int)(r % kw);
-        float *d = col + r * (int64_t)oh * ow;
+        float *d = col + r * ncol;
         const float *src = in + (int64_t)c * h * wd;
-        for (int y = 0; y < oh; y++) {
+        for (int y = y0; y < y1; y++) {
             int iy = y * stride - pad + i;
-            float *dr = d + (int64_t)y * ow;
+            float *dr = d + (int64_t)(y - y0) * ow;
             if (iy < 0 || iy >= h) { for (int x = 0; x < ow; x++) dr[x] = 0.0f; continue; }
             const float *sr = src + (int64_t)iy * wd;
-            if (stride == 1) {
-                int x0 = pad - j; /* first x with ix >= 0 */
-                for (int x = 0; x < ow; x++) {
-                    int ix = x - x0;
-                    dr[x] = (ix >= 0 && ix < wd) ? sr[ix] : 0.0f;
-                }
-            } else {
-                for (int x = 0; x < ow; x++) {
-                    int ix = x * stride - pad + j;
-                    dr[x] = (ix >= 0 && ix < wd) ? sr[ix] : 0.0f;
-                }
+            for (int x = 0; x < ow; x++) {
+                int ix = x * stride - pad + j;
+                dr[x] = (ix >= 0 && ix < wd) ? sr[ix] : 0.0f;
             }
         }
     }
 }
+
+/* Floats of im2col scratch per chunk of output rows (32 MB). */
+#define CONV_COL_FLOATS ((int64_t)8 << 20)
 
 int mmk_conv2d(int wdtype, const void *w, const float *bias, const float *in, float *out,
                int cin, int h, int wd, int cout, int kh, int kw, int stride, int pad, int nthreads) {
@@ -67,44 +63,54 @@ int mmk_conv2d(int wdtype, const void *w, const float *bias, const float *in, fl
     if (oh <= 0 || ow <= 0) return -1;
     int nt = mmk_nt(nthreads);
     int64_t K = (int64_t)cin * kh * kw, N = (int64_t)oh * ow;
-    const float *col = in;
+    int direct = kh == 1 && kw == 1 && stride == 1 && pad == 0;
+    int chunk_rows = oh;
+    if (!direct) {
+        int64_t r = CONV_COL_FLOATS / (K * ow);
+        chunk_rows = r < 1 ? 1 : (r > oh ? oh : (int)r);
+    }
     float *colbuf = NULL, *wbuf = NULL;
-    if (!(kh == 1 && kw == 1 && stride == 1 && pad == 0)) {
-        colbuf = malloc((size_t)K * (size_t)N * sizeof(float));
+    if (!direct) {
+        colbuf = malloc((size_t)K * (size_t)chunk_rows * (size_t)ow * sizeof(float));
         if (!colbuf) return -3;
-        im2col(in, colbuf, cin, h, wd, kh, kw, stride, pad, oh, ow, nt);
-        col = colbuf;
     }
     const float *W = (const float *)w;
     if (wdtype != MMK_F32) {
         wbuf = malloc((size_t)cout * (size_t)K * sizeof(float));
         if (!wbuf) { free(colbuf); return -3; }
-        /* convert in parallel chunks of whole rows */
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && cout * K >= MMK_PAR_MIN_WORK)
         for (int o = 0; o < cout; o++)
             mmk_convert_to_f32(wdtype, (const char *)w + (size_t)o * (size_t)K * es, wbuf + (int64_t)o * K, K);
         W = wbuf;
     }
-    /* out[cout][N] = W[cout][K] col[K][N]; split output rows (or columns when cout is thin). */
     mmk_blas_set_threads(1);
-    int split_rows = cout >= 32 * nt;
-#pragma omp parallel num_threads(nt) if (nt > 1 && (int64_t)cout * N * K >= 4 * MMK_PAR_MIN_WORK)
-    {
+    for (int y0 = 0; y0 < oh; y0 += chunk_rows) {
+        int y1 = y0 + chunk_rows < oh ? y0 + chunk_rows : oh;
+        int64_t nc = (int64_t)(y1 - y0) * ow;
+        const float *col = in;
+        int64_t ldcol = N;
+        if (!direct) { im2col(in, colbuf, cin, h, wd, kh, kw, stride, pad, y0, y1, ow, nt); col = colbuf; ldcol = nc; }
+        float *o = out + (int64_t)y0 * ow;
+        /* o[cout][nc] (row stride N) = W[cout][K] col[K][nc]; split output rows, or columns when cout is thin */
+        int split_rows = cout >= 32 * nt;
+#pragma omp parallel num_threads(nt) if (nt > 1 && (int64_t)cout * nc * K >= 4 * MMK_PAR_MIN_WORK)
+        {
 #ifdef _OPENMP
-        int64_t t = omp_get_thread_num(), c = omp_get_num_threads();
+            int64_t t = omp_get_thread_num(), c = omp_get_num_threads();
 #else
-        int64_t t = 0, c = 1;
+            int64_t t = 0, c = 1;
 #endif
-        if (split_rows) {
-            int64_t r0 = cout * t / c, r1 = cout * (t + 1) / c;
-            if (r1 > r0)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)N, (int)K, 1.0f,
-                            W + r0 * K, (int)K, col, (int)N, 0.0f, out + r0 * N, (int)N);
-        } else {
-            int64_t c0 = N * t / c, c1 = N * (t + 1) / c;
-            if (c1 > c0)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int)(c1 - c0), (int)K, 1.0f,
-                            W, (int)K, col + c0, (int)N, 0.0f, out + c0, (int)N);
+            if (split_rows) {
+                int64_t r0 = cout * t / c, r1 = cout * (t + 1) / c;
+                if (r1 > r0)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)nc, (int)K, 1.0f,
+                                W + r0 * K, (int)K, col, (int)ldcol, 0.0f, o + r0 * N, (int)N);
+            } else {
+                int64_t c0 = nc * t / c, c1 = nc * (t + 1) / c;
+                if (c1 > c0)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int)(c1 - c0), (int)K, 1.0f,
+                                W, (int)K, col + c0, (int)ldcol, 0.0f, o + c0, (int)N);
+            }
         }
     }
     if (bias) {

@@ -5,7 +5,7 @@ import Foundation
 import XCTest
 import MetamorphCore
 import MetamorphKernels
-@testable import MetamorphVisualizer
+import MetamorphVisualizer
 
 let vizRoot: String = {
     let here = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
@@ -28,7 +28,7 @@ final class VisualizerKernelTests: XCTestCase {
 
     func testConv2dMatchesReference() {
         for (cin, h, w, cout, k, stride, pad, f16) in [(3, 7, 5, 4, 3, 1, 1, false), (5, 8, 8, 6, 3, 2, 1, false), (4, 6, 6, 9, 1, 1, 0, false),
-                                                       (4, 9, 7, 40, 3, 1, 1, true), (2, 5, 5, 3, 3, 2, 0, false)] {
+                                                       (4, 9, 7, 40, 3, 1, 1, true), (2, 5, 5, 3, 3, 2, 0, false), (64, 128, 128, 4, 3, 1, 1, false)] {
             let x = rnd(cin * h * w, 1), wt = rnd(cout * cin * k * k, 2), b = rnd(cout, 3)
             var wh = [UInt16](repeating: 0, count: wt.count)
             mmk_f32_to_f16(wt, &wh, Int64(wt.count))

@@ -145,7 +145,8 @@ extern "C" {
 #endif
 /* 2-D convolution of one NCHW image: in [cin][h][w] float32, weight [cout][cin][kh][kw] in wdtype
  * (PyTorch layout), bias float32 [cout] or NULL, out [cout][oh][ow] with
- * oh = (h + 2 pad - kh) / stride + 1 (same for ow), zero padding. im2col + OpenBLAS sgemm
+ * oh = (h + 2 pad - kh) / stride + 1 (same for ow), zero padding. im2col (in chunks of output rows,
+ * at most 32 MB of scratch) + OpenBLAS sgemm
  * (single-threaded sgemm inside OpenMP threads); F16/BF16 weights are widened per call.
  * Returns 0, -1 for bad arguments, -3 out of memory. */
 int mmk_conv2d(int wdtype, const void *w, const float *bias, const float *in, float *out,
