@@ -40,7 +40,7 @@ let package = Package(
                 swiftSettings: swiftFlags),
         .target(name: "MetamorphVisualizer", dependencies: ["MetamorphCore", "MetamorphKernels", "MetamorphModels"]),
         .systemLibrary(name: "CMetamorphABI", path: "Sources/CMetamorphABI"),
-        .target(name: "Metamorph", dependencies: ["MetamorphRuntime", "CMetamorphABI"], swiftSettings: swiftFlags),
+        .target(name: "Metamorph", dependencies: ["MetamorphRuntime", "MetamorphVisualizer", "CMetamorphABI"], swiftSettings: swiftFlags),
         // PNG/JPEG for the CLI only (libpng-dev, libjpeg-dev); the library itself takes pixels.
         .target(name: "MetamorphImageIO", path: "Sources/MetamorphImageIO",
                 linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("jpeg")]),

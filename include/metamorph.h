@@ -104,6 +104,7 @@ MM_API const char *mm_version_string(void);
 #define MM_STRUCT_IMAGE           5
 #define MM_STRUCT_TIMINGS         6
 #define MM_STRUCT_MEMORY_FILE     7
+#define MM_STRUCT_RENDER_PARAMS   8
 MM_API size_t mm_struct_size(int32_t which);
 
 /* Log levels. */
@@ -351,6 +352,11 @@ typedef struct mm_gen_params {
     size_t n_stop_strings;
     mm_token_fn on_token;      /* optional streaming callback */
     void *user;                /* passed to on_token */
+    /* End to end (optional): render every complete generated image with this visualizer after
+     * the reply, into the result's pictures (mm_result_picture). NULL = no rendering. The
+     * visualizer must outlive the call. */
+    const struct mm_visualizer *visualizer;
+    const struct mm_render_params *render;   /* NULL = defaults */
 } mm_gen_params;
 
 #define MM_SEED_RANDOM UINT64_MAX
@@ -403,8 +409,67 @@ MM_API int32_t mm_result_n_images(const mm_result *r);
 MM_API mm_status mm_result_image_tokens(const mm_result *r, int32_t index, float *buf, size_t capacity,
                                         int32_t *n_tokens, int32_t *dim, int32_t *complete);
 
+/* Pictures rendered end to end (gen params `visualizer`): count, and picture `index` (borrowed:
+ * valid until mm_result_free; do not free). -1 / NULL for a bad handle or index. */
+MM_API int32_t mm_result_n_pictures(const mm_result *r);
+MM_API const struct mm_picture *mm_result_picture(const mm_result *r, int32_t index);
+
 /* NULL is allowed. */
 MM_API void mm_result_free(mm_result *r);
+
+/* ----------------------------------------------------------------------------------------- */
+/* Visualizer: visual tokens -> RGB pictures                                                 */
+/* An adapter + Stable Diffusion 1.5-style UNet + VAE decoder + scheduler (METAMORPH.md
+ * section 5), loaded from a visualizer directory (adapter/, unet/, vae/, scheduler/,
+ * visualizer.json; tools/convert_visualizer.py makes one from the official files).         */
+
+typedef struct mm_visualizer mm_visualizer;
+typedef struct mm_picture mm_picture;
+
+/* Called after each denoising step with the steps done and the total. Return 0 to go on,
+ * non-zero to cancel (the render fails with MM_ERR_CANCELLED). Runs on the rendering thread. */
+typedef int32_t (*mm_progress_fn)(int32_t step, int32_t n_steps, void *user);
+
+typedef struct mm_render_params {
+    uint32_t struct_size;
+    int32_t steps;            /* denoising steps; 0 = the visualizer's default (50) */
+    float guidance;           /* classifier-free guidance scale; < 0 = default (7.5) */
+    int32_t n_threads;        /* 0 = mm_get_default_threads() */
+    uint64_t seed;            /* initial latents from metamorph's own seeded generator (not torch's
+                                 RNG: the same seed gives the same picture here, not in diffusers);
+                                 MM_SEED_RANDOM = pick one */
+    const char *scheduler;    /* NULL = the visualizer's scheduler_config.json; "pndm", "ddim",
+                                 "euler" (built from that config like diffusers' from_config);
+                                 or a subfolder of the visualizer holding a scheduler_config.json */
+    const float *latents;     /* optional initial latents float32 [1][4][h][w], copied; NULL = seed */
+    size_t n_latents;         /* floats in latents */
+    mm_progress_fn on_progress;   /* optional */
+    void *user;
+} mm_render_params;
+
+MM_API void mm_render_params_init(mm_render_params *params);
+
+/* Load a visualizer directory. Errors: MM_ERR_IO, MM_ERR_FORMAT, MM_ERR_UNSUPPORTED. The
+ * visualizer is immutable; renders from several threads are serialised internally. */
+MM_API mm_status mm_visualizer_load(const char *path, mm_visualizer **out);
+/* NULL allowed. Not while a render or generation uses it. */
+MM_API void mm_visualizer_free(mm_visualizer *v);
+
+/* Render `n_tokens` visual tokens of width `dim` (float32 [n_tokens][dim], copied; e.g. from
+ * mm_result_image_tokens) into a new picture owned by the caller (mm_picture_free).
+ * Errors: MM_ERR_INVALID_ARGUMENT (dim or count the adapter cannot take, bad latents size),
+ * MM_ERR_CANCELLED (on_progress returned non-zero). */
+MM_API mm_status mm_visualizer_render(const mm_visualizer *v, const float *tokens, int32_t n_tokens, int32_t dim,
+                                      const mm_render_params *params, mm_picture **out);
+
+/* RGB8 pixels, `stride` bytes per row. Accessors return 0 / NULL for a bad handle. */
+MM_API int32_t mm_picture_width(const mm_picture *p);
+MM_API int32_t mm_picture_height(const mm_picture *p);
+MM_API int32_t mm_picture_stride(const mm_picture *p);
+MM_API const uint8_t *mm_picture_pixels(const mm_picture *p);
+/* Frees a picture from mm_visualizer_render (pictures owned by a result are freed with it and
+ * are refused here). NULL allowed. */
+MM_API void mm_picture_free(mm_picture *p);
 
 /* ----------------------------------------------------------------------------------------- */
 /* Jobs: the same generation without blocking, for frame loops                               */
@@ -412,7 +477,9 @@ MM_API void mm_result_free(mm_result *r);
 typedef struct mm_job mm_job;
 
 /* Start a generation on a background thread and return at once. Inputs are copied. The
- * session is busy until the job is freed. params->on_token is ignored for jobs (poll instead).
+ * session is busy until the job is freed. params->on_token is ignored for jobs (poll instead),
+ * and so is params->visualizer: render a job's images with mm_visualizer_render (from a worker
+ * thread of the host's, since a render takes long).
  * Errors: as mm_generate's argument checks, plus MM_ERR_BUSY. */
 MM_API mm_status mm_job_start(mm_session *session, const mm_prompt_part *parts, size_t n_parts,
                               const mm_gen_params *params, mm_job **out);

@@ -107,6 +107,7 @@ private let unknownStatus = CString("MM_ERR_UNKNOWN")
     case MM_STRUCT_IMAGE: return MemoryLayout<mm_image>.size
     case MM_STRUCT_TIMINGS: return MemoryLayout<mm_timings>.size
     case MM_STRUCT_MEMORY_FILE: return MemoryLayout<mm_memory_file>.size
+    case MM_STRUCT_RENDER_PARAMS: return MemoryLayout<mm_render_params>.size
     default: return 0
     }
 }

@@ -196,6 +196,8 @@ func defaultGenParams() -> mm_gen_params {
     p.n_stop_strings = 0
     p.on_token = nil
     p.user = nil
+    p.visualizer = nil
+    p.render = nil
     return p
 }
 @_cdecl("mm_gen_params_init") public func mm_gen_params_init(_ p: UnsafeMutablePointer<mm_gen_params>?) {
@@ -290,7 +292,9 @@ public func mm_generate(_ sp: OpaquePointer?, _ parts: UnsafePointer<mm_prompt_p
                 }
             }
         })
-        try storeOut(out, ResultBox(r, loadMilliseconds: sb.session.model.loadMilliseconds), .result)
+        let box = ResultBox(r, loadMilliseconds: sb.session.model.loadMilliseconds)
+        try renderPictures(box, c, session: sb.session)
+        try storeOut(out, box, .result)
     }
 }
 

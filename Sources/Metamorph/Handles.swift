@@ -4,12 +4,13 @@
 import MetamorphCore
 import MetamorphRuntime
 import MetamorphTokenizer
+import MetamorphVisualizer
 import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
-enum HandleKind: Sendable { case model, session, tokenizer, result, job }
+enum HandleKind: Sendable { case model, session, tokenizer, result, job, visualizer, picture }
 
 final class Registry: Sendable {
     let live = Mutex<[UnsafeMutableRawPointer: HandleKind]>([:])
@@ -72,7 +73,26 @@ final class SessionBox: @unchecked Sendable {
     init(_ s: Session, owner: ModelBox) { session = s; self.owner = owner }
 }
 
+final class VisualizerBox: @unchecked Sendable {
+    let visualizer: Visualizer
+    let lock = Mutex(())       // renders on one visualizer run one at a time
+    init(_ v: Visualizer) { visualizer = v }
+}
+
+final class PictureBox: @unchecked Sendable {
+    let width: Int, height: Int
+    let pixels: UnsafeMutablePointer<UInt8>
+    let ownedByResult: Bool
+    init(_ img: RenderedImage, ownedByResult: Bool) {
+        width = img.width; height = img.height; self.ownedByResult = ownedByResult
+        pixels = .allocate(capacity: max(1, img.rgb.count))
+        pixels.initialize(from: img.rgb, count: img.rgb.count)
+    }
+    deinit { pixels.deallocate() }
+}
+
 final class ResultBox: @unchecked Sendable {
+    var pictures: [OpaquePointer] = []     // registered PictureBoxes, released with the result
     let result: GenerationResult
     let text: CString
     let loadMilliseconds: Double
@@ -92,7 +112,10 @@ final class ResultBox: @unchecked Sendable {
             logits = p
         } else { logits = nil }
     }
-    deinit { tokens.deallocate(); promptTokens.deallocate(); logits?.deallocate() }
+    deinit {
+        tokens.deallocate(); promptTokens.deallocate(); logits?.deallocate()
+        for p in pictures { Registry.shared.release(p, .picture) }
+    }
 }
 
 final class JobBox: @unchecked Sendable {

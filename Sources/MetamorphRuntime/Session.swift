@@ -101,6 +101,10 @@ public final class Session: @unchecked Sendable {
 
     public func cancel() { cancelLatch.store(true, ordering: .releasing) }
 
+    /// Observe (and clear) a pending cancel: for work done on the session's behalf outside the
+    /// generation loop (rendering a result's pictures).
+    public func cancelRequested() -> Bool { takeCancel() }
+
     /// Observe (and clear) the cancel latch.
     func takeCancel() -> Bool { cancelLatch.exchange(false, ordering: .acquiringAndReleasing) }
 

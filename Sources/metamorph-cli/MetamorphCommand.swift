@@ -6,5 +6,5 @@ struct MetamorphCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "metamorph",
         abstract: "MetaMorph inference on the CPU: text, images in, visual tokens out.",
-        subcommands: [RunCommand.self, TokenizeCommand.self, BenchCommand.self])
+        subcommands: [RunCommand.self, TokenizeCommand.self, RenderCommand.self, BenchCommand.self])
 }

@@ -3,6 +3,7 @@ import ArgumentParser
 import MetamorphCore
 import MetamorphRuntime
 import MetamorphImageIO
+import MetamorphVisualizer
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -29,6 +30,10 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("image"), help: "An image (PNG or JPEG) for the prompt (repeatable, in order).") var images: [String] = []
     @Option(name: .customLong("vision-tower"), help: "A separate SigLIP directory (vision_model.* weights).") var visionTower: String?
     @Option(name: .customLong("save-image-features"), help: "Write the projected image features as float32 .npy [n_images, num_image_tokens, hidden].") var saveImageFeatures: String?
+    @Option(help: "A visualizer directory: render generated images to --out.") var visualizer: String?
+    @Option(help: "PNG file for a generated image (several images: FILE-1.png, FILE-2.png ...).") var out: String?
+    @Option(help: "Denoising steps (default: the visualizer's, 50).") var steps: Int?
+    @Option(help: "Classifier-free guidance scale (default: the visualizer's, 7.5).") var guidance: Float?
     @Option(help: "Compute threads (default: all cores).") var threads: Int?
     @Option(name: .customLong("ctx"), help: "Context length (default min(max_position_embeddings, 4096)).") var ctx: Int = 0
 
@@ -77,6 +82,11 @@ struct RunCommand: ParsableCommand {
             let all = r.images.flatMap { $0.tokens }
             try cliTry { try writeNpy(path, all, shape: [dim == 0 ? 0 : all.count / dim, dim]) }
         }
+        if let vdir = visualizer {
+            try renderImages(r, visualizerDir: vdir, threads: threads ?? defaultThreadCount())
+        } else if out != nil {
+            fputs("metamorph: warning: --out needs --visualizer DIR; no picture written\n", stderr)
+        }
         if json {
             let t = r.timings
             let obj = JSON.obj([
@@ -99,6 +109,46 @@ struct RunCommand: ParsableCommand {
             writeStdout("\n")
         }
     }
+}
+
+extension RunCommand {
+    /// Render every complete generated image to --out (FILE.png, or FILE-1.png, FILE-2.png ...).
+    func renderImages(_ r: GenerationResult, visualizerDir: String, threads: Int) throws {
+        guard let out else { throw ValidationError("--visualizer needs --out FILE.png") }
+        let complete = r.images.filter { $0.complete }
+        if complete.isEmpty {
+            fputs("metamorph: the reply holds no complete image; nothing rendered\n", stderr)
+            return
+        }
+        let v = try cliTry { try Visualizer(directory: visualizerDir) }
+        let tty = isatty(2) != 0
+        for (i, img) in complete.enumerated() {
+            let path = complete.count == 1 ? out : numberedPath(out, i + 1)
+            let pic = try cliTry {
+                try v.render(visualTokens: img.tokens, count: img.count, dim: img.dim, steps: steps ?? v.defaultSteps,
+                             guidance: guidance ?? v.defaultGuidance, scheduler: nil, latents: nil, seed: (seed ?? 0) &+ UInt64(i),
+                             threads: threads) { step, total in
+                    if tty {
+                        let w = 30, f = w * step / max(total, 1)
+                        fputs("\r\(path) [" + String(repeating: "#", count: f) + String(repeating: "-", count: w - f) + "] \(step)/\(total)", stderr)
+                        if step == total { fputs("\n", stderr) }
+                    }
+                    return true
+                }
+            }
+            var err = [CChar](repeating: 0, count: 256)
+            let rc = pic.rgb.withUnsafeBufferPointer { mmio_write_png(path, $0.baseAddress, Int32(pic.width), Int32(pic.height), &err, err.count) }
+            if rc != 0 { fputs("metamorph: error: \(String(cString: err))\n", stderr); throw ExitCode(1) }
+        }
+    }
+}
+
+/// "cat.png" -> "cat-2.png".
+func numberedPath(_ path: String, _ n: Int) -> String {
+    if let dot = path.lastIndex(of: "."), !path[dot...].contains("/") {
+        return String(path[..<dot]) + "-\(n)" + String(path[dot...])
+    }
+    return path + "-\(n)"
 }
 
 /// Decode a PNG or JPEG through the system libraries into RGB8.

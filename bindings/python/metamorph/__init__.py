@@ -12,13 +12,14 @@ import threading as _threading
 
 from . import _native
 from ._api import STOP_REASONS, Model, Result, Session, Stream, Tokenizer
+from ._visualizer import Visualizer
 from ._native import ABI_VERSION, LibraryNotFoundError, find_library
 from .errors import (ABIMismatchError, BufferTooSmallError, BusyError, CancelledError, ClosedError,
                      ContextFullError, FormatError, InternalError, InvalidArgumentError, InvalidUTF8Error,
                      IOError_, MetamorphError, OutOfMemoryError, OutOfRangeError, UnsupportedError)
 
 __all__ = [
-    "Model", "Session", "Stream", "Tokenizer", "Result", "STOP_REASONS",
+    "Model", "Session", "Stream", "Tokenizer", "Result", "Visualizer", "STOP_REASONS",
     "MetamorphError", "InvalidArgumentError", "ClosedError", "IOError_", "FormatError", "UnsupportedError",
     "OutOfMemoryError", "ContextFullError", "CancelledError", "BusyError", "BufferTooSmallError",
     "InvalidUTF8Error", "OutOfRangeError", "InternalError", "ABIMismatchError", "LibraryNotFoundError",

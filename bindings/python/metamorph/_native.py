@@ -38,6 +38,7 @@ MM_STRUCT_PROMPT_PART = 4
 MM_STRUCT_IMAGE = 5
 MM_STRUCT_TIMINGS = 6
 MM_STRUCT_MEMORY_FILE = 7
+MM_STRUCT_RENDER_PARAMS = 8
 
 MM_LOG_DEBUG = 0
 MM_LOG_INFO = 1
@@ -164,6 +165,27 @@ class mm_gen_params(Structure):
         ("n_stop_strings", c_size_t),
         ("on_token", mm_token_fn),
         ("user", c_void_p),
+        ("visualizer", c_void_p),
+        ("render", c_void_p),       # const mm_render_params *
+    ]
+
+
+# typedef int32_t (*mm_progress_fn)(int32_t step, int32_t n_steps, void *user);
+mm_progress_fn = CFUNCTYPE(c_int32, c_int32, c_int32, c_void_p)
+
+
+class mm_render_params(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("steps", c_int32),
+        ("guidance", c_float),
+        ("n_threads", c_int32),
+        ("seed", c_uint64),
+        ("scheduler", c_char_p),
+        ("latents", POINTER(c_float)),
+        ("n_latents", c_size_t),
+        ("on_progress", mm_progress_fn),
+        ("user", c_void_p),
     ]
 
 
@@ -187,6 +209,7 @@ STRUCT_MIRRORS = {
     MM_STRUCT_IMAGE: mm_image,
     MM_STRUCT_TIMINGS: mm_timings,
     MM_STRUCT_MEMORY_FILE: mm_memory_file,
+    MM_STRUCT_RENDER_PARAMS: mm_render_params,
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -246,7 +269,19 @@ PROTOTYPES = [
     ("mm_result_n_images", c_int32, [_h]),
     ("mm_result_image_tokens", _status, [_h, c_int32, POINTER(c_float), c_size_t, POINTER(c_int32),
                                          POINTER(c_int32), POINTER(c_int32)]),
+    ("mm_result_n_pictures", c_int32, [_h]),
+    ("mm_result_picture", _h, [_h, c_int32]),
     ("mm_result_free", None, [_h]),
+    # visualizer
+    ("mm_render_params_init", None, [POINTER(mm_render_params)]),
+    ("mm_visualizer_load", _status, [c_char_p, POINTER(_h)]),
+    ("mm_visualizer_free", None, [_h]),
+    ("mm_visualizer_render", _status, [_h, POINTER(c_float), c_int32, c_int32, POINTER(mm_render_params), POINTER(_h)]),
+    ("mm_picture_width", c_int32, [_h]),
+    ("mm_picture_height", c_int32, [_h]),
+    ("mm_picture_stride", c_int32, [_h]),
+    ("mm_picture_pixels", POINTER(c_uint8), [_h]),
+    ("mm_picture_free", None, [_h]),
     # jobs
     ("mm_job_start", _status, [_h, POINTER(mm_prompt_part), c_size_t, POINTER(mm_gen_params), POINTER(_h)]),
     ("mm_job_poll", c_int32, [_h, POINTER(c_char), c_size_t, POINTER(c_size_t)]),
