@@ -58,7 +58,7 @@ def torch_child(ckpt, what, th):
 
 def ours(ckpt, what, th):
     env = dict(os.environ, MM_VIZ_BENCH_DIR=ckpt, MM_VIZ_BENCH_THREADS=str(th), MM_VIZ_BENCH_WHAT=what)
-    r = subprocess.run(["swift", "test", "-c", "release", "--scratch-path", ".build-viz-rel", "--skip-build",
+    r = subprocess.run(["swift", "test", "-c", "release", "--scratch-path", ".build-viz-rel", "--skip-build", "-Xswiftc", "-enable-testing",
                         "--filter", "VisualizerBenchTests"], cwd=ROOT, env=env, capture_output=True, text=True)
     res = {}
     for line in r.stdout.splitlines():
@@ -81,7 +81,7 @@ def main():
     if a.child is not None:
         return torch_child(a.ckpt, a.what, a.child)
     make_ckpt(a.ckpt)
-    if subprocess.run(["swift", "build", "-c", "release", "--scratch-path", ".build-viz-rel", "--build-tests"], cwd=ROOT).returncode:
+    if subprocess.run(["swift", "build", "-c", "release", "--scratch-path", ".build-viz-rel", "--build-tests", "-Xswiftc", "-enable-testing"], cwd=ROOT).returncode:
         sys.exit("release build failed")
     print("| workload | threads | metamorph s | PyTorch s | ratio (torch / ours) | peak RSS ours / torch MB |")
     print("| --- | --- | --- | --- | --- | --- |")
