@@ -14,7 +14,7 @@ every file it was computed from, so a drift is detected).
 
 Usage:
   python3 tools/make_checkpoints.py --out DIR [--only NAME ...] [--tokenizer PATH]
-  python3 tools/make_checkpoints.py --preset tinyllama-f16 --out DIR
+  python3 tools/make_checkpoints.py --preset tinyllama-f16|tinyllama-mm-f16 --out DIR
   python3 tools/make_checkpoints.py --list
 """
 
@@ -241,6 +241,60 @@ VARIANTS = {
         "tokenizer": "plain",
         "generation_config": False,
     },
+    # Variants for image generation (tools/golden_generation.py): every vision-head type and
+    # normalize_vision on/off. Appended after the others; each tensor has its own generator,
+    # so the variants above are byte-for-byte unchanged.
+    "mm-head-mlp2x-nonorm": {
+        "seed": 1021,
+        "description": "metamorph_llama, F32, vision_head_type mlp2x_gelu (64->64->64->32, two exact "
+                       "GELUs), normalize_vision false, mm_hidden 32, num_image_tokens 4, GQA 4/2, "
+                       "llama3 rope_scaling, untied lm_head whose <image_start> row is redrawn with a "
+                       "larger std (image_start_row_gain) so that greedy decoding of the chat prompt "
+                       "emits <image_start> by itself after a few text tokens.",
+        "dtype": "F32",
+        "model_type": "metamorph_llama",
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": None,
+        "intermediate_size": 176,
+        "vocab_size": LLAMA3_VOCAB + 2,
+        "rope_theta": 500000.0,
+        "rope_scaling": LLAMA3_ROPE_SCALING,
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": False,
+        "mm": dict(MM_FIELDS, vision_head_type="mlp2x_gelu", normalize_vision=False),
+        "shards": 1,
+        "image_start_row_gain": 10.0,
+        "tokenizer": "with_image_tokens",
+        "generation_config": True,
+    },
+    "mm-head-other": {
+        "seed": 1022,
+        "description": "metamorph_llama, F16, no vision_head_type in config.json (the reference's "
+                       "fallback: one Linear(hidden, mm_hidden) at vision_head.weight/bias, here "
+                       "64->48), normalize_vision true, mm_hidden 48, projector 48->64->64, "
+                       "num_image_tokens 9, MHA 4/4, theta 10000 without scaling, untied lm_head.",
+        "dtype": "F16",
+        "model_type": "metamorph_llama",
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "head_dim": None,
+        "intermediate_size": 128,
+        "vocab_size": LLAMA3_VOCAB + 2,
+        "rope_theta": 10000.0,
+        "rope_scaling": None,
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": False,
+        "mm": {k: v for k, v in dict(MM_FIELDS, mm_hidden_size=48, num_image_tokens=9).items()
+               if k != "vision_head_type"},
+        "shards": 1,
+        "tokenizer": "with_image_tokens",
+        "generation_config": True,
+    },
 }
 
 TINYLLAMA = {
@@ -270,6 +324,29 @@ TINYLLAMA = {
 }
 
 
+# TinyLlama-1.1B-shaped transformer with MetaMorph heads for the image-generation benchmark
+# (tools/bench_generation.py): LLaMA-3 vocabulary + the two image tokens (so the real tokenizer
+# works), SigLIP-width visual tokens (mm_hidden 1152), mlp2x_gelu projector, mlp vision head,
+# 64 visual tokens per image. std 0.02 like the tinyllama-f16 preset; not a trained model.
+TINYLLAMA_MM = dict(
+    TINYLLAMA,
+    seed=2002,
+    description="TinyLlama-1.1B-shaped random F16 metamorph_llama checkpoint for the image-generation "
+                "benchmark: hidden 2048, 22 layers, 32 heads / 4 kv heads, FFN 5632, vocab 128258 "
+                "(LLaMA-3.1 tokenizer + <image_start>/<image_end>), mm_hidden 1152, mlp2x_gelu "
+                "projector, mlp vision head, 64 image tokens, normalize_vision (std 0.02, not trained).",
+    model_type="metamorph_llama",
+    vocab_size=LLAMA3_VOCAB + 2,
+    bos_token_id=128000,
+    eos_token_id=[128001, 128008, 128009],
+    mm=dict(MM_FIELDS, mm_hidden_size=1152, num_image_tokens=64),
+    tokenizer="with_image_tokens",
+    generation_config=True,
+)
+
+PRESETS = {"tinyllama-f16": TINYLLAMA, "tinyllama-mm-f16": TINYLLAMA_MM}
+
+
 def init_of(v):
     """INIT with the variant's overrides ("init" key) applied."""
     return dict(INIT, **v.get("init", {}))
@@ -286,7 +363,7 @@ def tensor_specs(v):
     nh, nkv = v["num_attention_heads"], v["num_key_value_heads"]
     inter = v["intermediate_size"]
     vocab = v["vocab_size"]
-    bench = v is TINYLLAMA
+    bench = v is TINYLLAMA or v is TINYLLAMA_MM
     init = init_of(v)
     g, rg = init["matrix_gain"], init["resid_gain"]
 
@@ -317,19 +394,25 @@ def tensor_specs(v):
         mmh = mm["mm_hidden_size"]
         b = ("normal", init["bias_std"], 0.0)
 
+        if bench:
+            b = ("normal", 0.02, 0.0)
+
         def lin(prefix, in_f, out_f):
-            return [(prefix + "weight", (out_f, in_f), ("normal", g / math.sqrt(in_f), 0.0)),
+            return [(prefix + "weight", (out_f, in_f), ("normal", 0.02 if bench else g / math.sqrt(in_f), 0.0)),
                     (prefix + "bias", (out_f,), b)]
 
         assert mm["mm_projector_type"] == "mlp2x_gelu"
         specs += lin("model.mm_projector.0.", mmh, h) + lin("model.mm_projector.2.", h, h)
-        if mm["vision_head_type"] == "mlp":
+        head_type = mm.get("vision_head_type")
+        if head_type == "mlp":
             specs += lin("vision_head.0.", h, h) + lin("vision_head.2.", h, mmh)
-        elif mm["vision_head_type"] == "linear":
+        elif head_type == "mlp2x_gelu":
+            specs += lin("vision_head.0.", h, h) + lin("vision_head.2.", h, h) + lin("vision_head.4.", h, mmh)
+        elif head_type == "linear":
             assert mmh == h, "linear vision head is Linear(hidden, hidden): needs mm_hidden == hidden"
             specs += lin("vision_head.", h, h)
-        else:
-            raise ValueError(mm["vision_head_type"])
+        else:  # the reference's fallback for any other value (or none): Linear(hidden, mm_hidden)
+            specs += lin("vision_head.", h, mmh)
         specs += lin("model.vision_proj.", h, h)  # present in the module tree, never used
     return specs
 
@@ -432,7 +515,14 @@ def build(name, v, outdir, tokenizer=None, chunk_elems=1 << 24):
         per_row = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
         total = rows * per_row
         if total <= chunk_elems:
-            return encode(normal(seed, tname, shape, std, mean), dtype)
+            x = normal(seed, tname, shape, std, mean)
+            if tname == "lm_head.weight" and v.get("image_start_row_gain"):
+                # the <image_start> row gets its own draw with a larger std, so that greedy
+                # decoding emits it now and then (random weights would never pick it)
+                x[IMAGE_START_ID] = normal(seed, "lm_head.weight[<image_start>]", (shape[1],),
+                                           v["image_start_row_gain"] / math.sqrt(shape[1]))
+            return encode(x, dtype)
+        assert not v.get("image_start_row_gain"), "image_start_row_gain needs an unchunked lm_head"
 
         def chunks():  # stream big tensors: same numbers as one draw of the whole shape
             rng = tensor_rng(seed, tname)
@@ -476,7 +566,7 @@ def build(name, v, outdir, tokenizer=None, chunk_elems=1 << 24):
         write_tokenizer(tokenizer, os.path.join(outdir, "tokenizer.json"), v["tokenizer"])
     write_json(os.path.join(outdir, "variant.json"),
                {"name": name, "seed": seed, "description": v["description"],
-                "dtype": dtype, "init": init_of(v) if v is not TINYLLAMA else {"std": 0.02, "norm_noise": 0.1},
+                "dtype": dtype, "init": init_of(v) if v not in PRESETS.values() else {"std": 0.02, "norm_noise": 0.1},
                 "generator": "tools/make_checkpoints.py (numpy "
                              "default_rng([seed, crc32(tensor_name)]).standard_normal(float32))"})
     return files
@@ -488,8 +578,9 @@ def main(argv=None):
     ap.add_argument("--only", nargs="+", metavar="NAME", help="only these tiny variants")
     ap.add_argument("--tokenizer", default=os.environ.get("METAMORPH_TOKENIZER_JSON", DEFAULT_TOKENIZER),
                     help="LLaMA-3.1 tokenizer.json to copy in (default: %(default)s)")
-    ap.add_argument("--preset", choices=["tinyllama-f16"],
-                    help="write the TinyLlama-1.1B-shaped benchmark checkpoint directly into OUT")
+    ap.add_argument("--preset", choices=sorted(PRESETS),
+                    help="write a TinyLlama-1.1B-shaped benchmark checkpoint directly into OUT "
+                         "(tinyllama-mm-f16: with MetaMorph heads and the LLaMA-3.1 tokenizer)")
     ap.add_argument("--list", action="store_true", help="list the tiny variants and exit")
     args = ap.parse_args(argv)
 
@@ -501,9 +592,9 @@ def main(argv=None):
         ap.error("--out is required")
 
     t0 = time.time()
-    if args.preset == "tinyllama-f16":
-        build("tinyllama-f16", TINYLLAMA, args.out)
-        print(f"tinyllama-f16 -> {args.out} ({time.time() - t0:.1f} s)")
+    if args.preset:
+        build(args.preset, PRESETS[args.preset], args.out, args.tokenizer)
+        print(f"{args.preset} -> {args.out} ({time.time() - t0:.1f} s)")
         return 0
 
     names = args.only or list(VARIANTS)
