@@ -374,6 +374,8 @@ public final class Session: @unchecked Sendable {
                 image.complete = true
                 result.images[idx] = image
                 state.imageMode = false
+                // max_tokens counts visual positions: an image that ends exactly at the limit ends the reply.
+                if positions >= p.maxTokens { result.stopReason = .maxTokens; break outer }
                 state.computeLogits(llama, threads: threads)
                 if p.keepLogits && result.firstLogits == nil { result.firstLogits = state.logits }
                 continue
