@@ -135,6 +135,9 @@ public final class Session: @unchecked Sendable {
             }
         }
         if sawTokens && !p.raw { throw MMError.invalidArgument("token parts are only accepted in raw mode") }
+        if images > 0 && model.vision == nil {
+            throw MMError.unsupported("\(model.label) cannot read images: \(model.visionUnavailable)")
+        }
         let placeholders = countOccurrences(of: "<image>", in: message)
         if images > 0 && !p.raw && placeholders == 0 {
             // The reference demo: one image block per image (or video frame), then the question.
