@@ -30,11 +30,19 @@ void mmk_gelu_tanh_ref(float *x, int64_t n) {
 
 static int act_threads(int64_t n, int nthreads) { return n >= MMK_PAR_MIN_WORK ? mmk_nt(nthreads) : 1; }
 
+/* silu(g) = g / (1 + exp(-g)) with the vector exp (prefill runs it on n_tokens x FFN values). */
+static void silu_mul_block(float *gate, const float *up, int64_t n) {
+    float e[ACT_CHUNK];
+    for (int64_t i = 0; i < n; i++) e[i] = -gate[i];
+    (void)mmk_exp_inplace_sum(e, n);
+    for (int64_t i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + e[i]) * up[i];
+}
+
 void mmk_silu_mul(float *gate, const float *up, int64_t n, int nthreads) {
     int nt = act_threads(n, nthreads);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int64_t c = 0; c < n; c += ACT_CHUNK)
-        mmk_silu_mul_ref(gate + c, up + c, n - c < ACT_CHUNK ? n - c : ACT_CHUNK);
+        silu_mul_block(gate + c, up + c, n - c < ACT_CHUNK ? n - c : ACT_CHUNK);
 }
 
 void mmk_gelu_erf(float *x, int64_t n, int nthreads) {
@@ -43,10 +51,20 @@ void mmk_gelu_erf(float *x, int64_t n, int nthreads) {
     for (int64_t c = 0; c < n; c += ACT_CHUNK) mmk_gelu_erf_ref(x + c, n - c < ACT_CHUNK ? n - c : ACT_CHUNK);
 }
 
+/* 0.5 v (1 + tanh(u)) = v / (1 + exp(-2u)): the same function with no cancellation near
+ * tanh(u) = -1, computed with the vector exp (within a few ulp of the libm reference). */
+static void gelu_tanh_block(float *x, int64_t n) {
+    const float c = 0.7978845608028654f;
+    float e[ACT_CHUNK];
+    for (int64_t i = 0; i < n; i++) { float v = x[i]; e[i] = -2.0f * c * (v + 0.044715f * v * v * v); }
+    (void)mmk_exp_inplace_sum(e, n);
+    for (int64_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + e[i]);
+}
+
 void mmk_gelu_tanh(float *x, int64_t n, int nthreads) {
     int nt = act_threads(n, nthreads);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (int64_t c = 0; c < n; c += ACT_CHUNK) mmk_gelu_tanh_ref(x + c, n - c < ACT_CHUNK ? n - c : ACT_CHUNK);
+    for (int64_t c = 0; c < n; c += ACT_CHUNK) gelu_tanh_block(x + c, n - c < ACT_CHUNK ? n - c : ACT_CHUNK);
 }
 
 void mmk_add(float *y, const float *x, int64_t n, int nthreads) {

@@ -246,7 +246,8 @@ void mmk_attention_gemm(float *out, const float *q, const float *k, const float 
             for (int64_t i = 0; i < m; i++) {
                 float *s = S + i * n_kv, mx = -INFINITY, sum = 0.0f;
                 for (int64_t j = 0; j < n_kv; j++) if (s[j] > mx) mx = s[j];
-                for (int64_t j = 0; j < n_kv; j++) { float e = expf(s[j] - mx); s[j] = e; sum += e; }
+                for (int64_t j = 0; j < n_kv; j++) s[j] -= mx;
+                sum = mmk_exp_inplace_sum(s, n_kv);
                 float inv = 1.0f / sum;
                 for (int64_t j = 0; j < n_kv; j++) s[j] *= inv;
             }

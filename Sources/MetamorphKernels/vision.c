@@ -15,8 +15,8 @@ static void softmax_rows(float *s, int64_t rows, int64_t n) {
         float *p = s + r * n;
         float mx = -INFINITY;
         for (int64_t j = 0; j < n; j++) if (p[j] > mx) mx = p[j];
-        float sum = 0.0f;
-        for (int64_t j = 0; j < n; j++) { float e = expf(p[j] - mx); p[j] = e; sum += e; }
+        for (int64_t j = 0; j < n; j++) p[j] -= mx;
+        float sum = mmk_exp_inplace_sum(p, n);
         float inv = 1.0f / sum;
         for (int64_t j = 0; j < n; j++) p[j] *= inv;
     }

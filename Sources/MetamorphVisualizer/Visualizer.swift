@@ -205,6 +205,17 @@ public final class Visualizer: @unchecked Sendable {
     public func render(visualTokens: [Float], count: Int, dim: Int, steps: Int, guidance: Float, scheduler: String?,
                        latents: [Float]?, seed: UInt64, threads: Int, progress: ((Int, Int) -> Bool)?) throws -> RenderedImage {
         let th = max(1, threads)
+        // Bad numbers would silently turn the whole picture into NaN: refuse them up front.
+        guard steps >= 1, steps <= 1000 else { throw MMError.invalidArgument("steps must be 1...1000 (got \(steps))") }
+        guard guidance.isFinite, guidance >= 0, guidance <= 100 else {
+            throw MMError.invalidArgument("guidance must be a finite number in 0...100 (got \(guidance))")
+        }
+        if let i = visualTokens.firstIndex(where: { !$0.isFinite }) {
+            throw MMError.invalidArgument("visual token value \(i) is \(visualTokens[i]) (NaN or infinite)")
+        }
+        if let latents, let i = latents.firstIndex(where: { !$0.isFinite }) {
+            throw MMError.invalidArgument("latent value \(i) is \(latents[i]) (NaN or infinite)")
+        }
         let cond = try condition(visualTokens: visualTokens, count: count, dim: dim, threads: th)
         let per = latentChannels * latentSize * latentSize
         var noise = LatentNoise(seed: seed)

@@ -541,7 +541,8 @@ final class ElementwiseTests: XCTestCase {
                 var a = x, b = x
                 mmk_silu_mul(&a, up, Int64(n), th)
                 mmk_silu_mul_ref(&b, up, Int64(n))
-                XCTAssertEqual(a, b, "silu_mul n=\(n)")  // same scalar code, split into chunks
+                // The fast path uses a vector exp (a few ulp from libm's expf): close, not equal.
+                worst = max(worst, assertClose(a, b, rtol: 2e-6, atol: 2e-7, "silu_mul fast vs ref"))
                 let dbl = x.indices.map { Float(Double(x[$0]) / (1 + exp(-Double(x[$0]))) * Double(up[$0])) }
                 worst = max(worst, assertClose(a, dbl, rtol: 1e-6, atol: 1e-7, "silu_mul vs double"))
 
@@ -555,7 +556,7 @@ final class ElementwiseTests: XCTestCase {
                 a = x; b = x
                 mmk_gelu_tanh(&a, Int64(n), th)
                 mmk_gelu_tanh_ref(&b, Int64(n))
-                XCTAssertEqual(a, b, "gelu_tanh n=\(n)")
+                worst = max(worst, assertClose(a, b, rtol: 2e-6, atol: 2e-7, "gelu_tanh fast vs ref"))
                 let gt = x.map { v -> Float in
                     let d = Double(v)
                     return Float(0.5 * d * (1 + tanh((2 / Double.pi).squareRoot() * (d + 0.044715 * d * d * d))))
