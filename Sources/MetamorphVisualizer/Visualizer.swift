@@ -25,25 +25,9 @@ public struct RenderedImage: Sendable {
 /// normals by Box-Muller (both outputs of a pair used, in order). It cannot reproduce torch's
 /// generator: for bit-parity with a diffusers run pass that run's latents instead.
 public struct LatentNoise {
-    var s: (UInt64, UInt64, UInt64, UInt64)
-    public init(seed: UInt64) {
-        var x = seed
-        func splitmix() -> UInt64 {
-            x &+= 0x9E37_79B9_7F4A_7C15
-            var z = x
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        s = (splitmix(), splitmix(), splitmix(), splitmix())
-    }
-    public mutating func next() -> UInt64 {
-        func rotl(_ v: UInt64, _ k: UInt64) -> UInt64 { (v << k) | (v >> (64 - k)) }
-        let r = rotl(s.1 &* 5, 7) &* 9
-        let t = s.1 << 17
-        s.2 ^= s.0; s.3 ^= s.1; s.1 ^= s.2; s.0 ^= s.3; s.2 ^= t; s.3 = rotl(s.3, 45)
-        return r
-    }
+    var rng: Rng
+    public init(seed: UInt64) { rng = Rng(seed: seed) }
+    public mutating func next() -> UInt64 { rng.next() }
     /// Uniform in (0, 1]: 53 random bits.
     mutating func uniform() -> Double { (Double(next() >> 11) + 1) * 0x1p-53 }
     public mutating func normals(_ n: Int) -> [Float] {
