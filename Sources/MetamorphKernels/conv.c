@@ -145,8 +145,8 @@ static void gn_group(float *out, const float *x, const float *gamma, const float
         const float *xr = x + (int64_t)c * hw;
         float *o = out + (int64_t)c * hw;
         float a = rstd * g, bb = b - m * a;
-        if (silu) for (int64_t i = 0; i < hw; i++) o[i] = silu1(xr[i] * a + bb);
-        else for (int64_t i = 0; i < hw; i++) o[i] = xr[i] * a + bb;
+        for (int64_t i = 0; i < hw; i++) o[i] = xr[i] * a + bb;
+        if (silu) mmk_silu_inplace(o, hw);
     }
 }
 
@@ -203,7 +203,7 @@ void mmk_silu_ref(float *x, int64_t n) { for (int64_t i = 0; i < n; i++) x[i] = 
 void mmk_silu(float *x, int64_t n, int nthreads) {
     int nt = mmk_nt(nthreads);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && n >= MMK_PAR_MIN_WORK)
-    for (int64_t i = 0; i < n; i++) x[i] = silu1(x[i]);
+    for (int64_t c = 0; c < n; c += 4096) mmk_silu_inplace(x + c, n - c < 4096 ? n - c : 4096);
 }
 
 void mmk_transpose(float *out, const float *x, int64_t rows, int64_t cols, int nthreads) {

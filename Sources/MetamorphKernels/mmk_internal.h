@@ -146,4 +146,15 @@ static inline float mmk_exp_inplace_sum(float *x, int64_t n) {
     return sum;
 }
 
+/* x[i] = silu(x[i]) = x / (1 + exp(-x)) with the vector exp, in blocks on the stack. */
+static inline void mmk_silu_inplace(float *x, int64_t n) {
+    float e[1024];
+    for (int64_t c = 0; c < n; c += 1024) {
+        int64_t m = n - c < 1024 ? n - c : 1024;
+        for (int64_t i = 0; i < m; i++) e[i] = -x[c + i];
+        (void)mmk_exp_inplace_sum(e, m);
+        for (int64_t i = 0; i < m; i++) x[c + i] = x[c + i] / (1.0f + e[i]);
+    }
+}
+
 #endif

@@ -59,7 +59,7 @@ final class VisualizerKernelTests: XCTestCase {
         XCTAssertEqual(u, ur)
         var s1 = x, s2 = x
         mmk_silu(&s1, Int64(x.count), 2); mmk_silu_ref(&s2, Int64(x.count))
-        XCTAssertEqual(s1, s2)
+        XCTAssertLessThan(maxDiff(s1, s2), 1e-6)   // vector exp: a few ulp from libm
         var t = [Float](repeating: 0, count: x.count)
         mmk_transpose(&t, x, Int64(c), Int64(hw), 2)
         XCTAssertEqual(t[5 * c + 3], x[3 * hw + 5])
