@@ -11,7 +11,9 @@
    the converter's output.
 3. Runs diffusers' StableDiffusionPipeline (prompt_embeds = adapter output padded to 77 rows,
    negative_prompt_embeds = zeros, fixed latents, output_type "np") with PNDM, DDIM and Euler,
-   plus single UNet and VAE evaluations, and stores inputs/outputs as .npy.
+   plus single UNet and VAE evaluations, and stores inputs/outputs as .npy. For every pipeline run
+   steps_<run>.npy [n_steps, 4, h, w] holds the latents after each denoising step (the scheduler's
+   output, from callback_on_step_end).
 The adapter class below re-states inference/adapter.py's module tree (same parameter names).
 """
 import json
@@ -93,6 +95,19 @@ def save(name, a):
     np.save(os.path.join(OUT, name), np.ascontiguousarray(a, dtype=np.float32))
 
 
+class StepRecorder:
+    """callback_on_step_end: keeps the scheduler's output latents after every denoising step."""
+    def __init__(self):
+        self.latents = []
+
+    def __call__(self, pipe, i, t, kwargs):
+        self.latents.append(kwargs["latents"][0].detach().clone())
+        return {}
+
+    def array(self):
+        return torch.stack(self.latents).numpy()  # [n_steps, 4, h, w]
+
+
 def main():
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
@@ -170,9 +185,12 @@ def main():
             pipe = StableDiffusionPipeline(vae=vae, text_encoder=None, tokenizer=None, unet=unet, scheduler=sched,
                                            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
             pipe.set_progress_bar_config(disable=True)
+            rec = StepRecorder()
             img = pipe(prompt_embeds=cond, negative_prompt_embeds=torch.zeros_like(cond), guidance_scale=gscale,
-                       num_inference_steps=steps, latents=latents.clone(), output_type="np").images[0]
+                       num_inference_steps=steps, latents=latents.clone(), output_type="np",
+                       callback_on_step_end=rec, callback_on_step_end_tensor_inputs=["latents"]).images[0]
             save(f"image_{name}.npy", img)
+            save(f"steps_{name}.npy", rec.array())
             sched.set_timesteps(steps)
             golden["runs"][name] = {"scheduler": cls.__name__.replace("Scheduler", "").replace("Discrete", "").lower(),
                                     "steps": steps, "guidance": gscale,
@@ -182,9 +200,12 @@ def main():
         pipe = StableDiffusionPipeline(vae=vae, text_encoder=None, tokenizer=None, unet=unet, scheduler=esched,
                                        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         pipe.set_progress_bar_config(disable=True)
+        rec = StepRecorder()
         img = pipe(prompt_embeds=cond, negative_prompt_embeds=torch.zeros_like(cond), guidance_scale=7.5,
-                   num_inference_steps=4, latents=latents.clone(), output_type="np").images[0]
+                   num_inference_steps=4, latents=latents.clone(), output_type="np",
+                   callback_on_step_end=rec, callback_on_step_end_tensor_inputs=["latents"]).images[0]
         save("image_euler_trailing.npy", img)
+        save("steps_euler_trailing.npy", rec.array())
         esched.set_timesteps(4)
         golden["runs"]["euler_trailing"] = {"scheduler": "euler_trailing", "steps": 4, "guidance": 7.5,
                                             "timesteps": [float(v) for v in esched.timesteps]}

@@ -136,8 +136,11 @@ public final class Visualizer: @unchecked Sendable {
 
     /// The denoising loop from given latents (already scaled by init_noise_sigma is NOT expected:
     /// pass raw N(0, 1) latents like diffusers' `latents=` argument). Returns the final latents.
+    /// onStep(i, latents) after scheduler step i (0-based) with the scheduler's output latents,
+    /// like diffusers' callback_on_step_end `latents`.
     public func denoise(condition cond: [Float], latents: [Float], steps: Int, guidance: Float, scheduler: String?,
-                        threads: Int, progress: ((Int, Int) -> Bool)?) throws -> [Float] {
+                        threads: Int, progress: ((Int, Int) -> Bool)?,
+                        onStep: ((Int, [Float]) -> Void)? = nil) throws -> [Float] {
         let s = try makeScheduler(scheduler)
         try s.setTimesteps(steps)
         let ls = latentSize, lc = latentChannels, per = lc * ls * ls
@@ -160,6 +163,7 @@ public final class Visualizer: @unchecked Sendable {
                 for j in 0..<per { let u = out[j], c = out[per + j]; noise[j] = u + guidance * (c - u) }
             } else { noise = out }
             x = s.step(modelOutput: noise, stepIndex: i, sample: x)
+            onStep?(i, x)
             if let progress, !progress(i + 1, total) { throw MMError(.cancelled, "render cancelled at step \(i + 1) of \(total)") }
         }
         return x
