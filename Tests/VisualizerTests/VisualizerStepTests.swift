@@ -20,16 +20,21 @@ final class VisualizerStepTests: XCTestCase {
             let nSteps = r["timesteps"]!.array!.count
             XCTAssertEqual(shape, [nSteps, 4, 8, 8], n)
             var diffs: [Float] = []
+            var scales: [Float] = []   // largest |latent| of each reference step
             let x = try v.denoise(condition: cond, latents: lat, steps: r["steps"]!.int!, guidance: Float(r["guidance"]!.double!),
                                   scheduler: sched, threads: 2, progress: nil, onStep: { i, cur in
                 XCTAssertEqual(i, diffs.count, n)
                 guard i < nSteps, cur.count == per else { return XCTFail("\(n): step \(i), \(cur.count) latents") }
-                diffs.append(maxDiff(cur, Array(ref[(i * per)..<((i + 1) * per)])))
+                let r = Array(ref[(i * per)..<((i + 1) * per)])
+                diffs.append(maxDiff(cur, r))
+                scales.append(r.map { abs($0) }.max() ?? 0)
             })
             let worst = diffs.max() ?? .nan
             print("pipeline \(n): largest latent difference per step: \(diffs) (max \(worst))")
             XCTAssertEqual(diffs.count, nSteps, n)
-            for (i, d) in diffs.enumerated() { XCTAssertLessThan(d, 1e-4, "\(n) step \(i)") }
+            // 1e-4 relative to the step's magnitude: Euler latents start at init_noise_sigma (~14.6)
+            // times unit noise, so their float32 rounding is an order larger in absolute terms.
+            for (i, d) in diffs.enumerated() { XCTAssertLessThan(d, 1e-4 * max(1, scales[i]), "\(n) step \(i)") }
 
             // the final image: within 2/255 per channel of diffusers'
             let img = try v.decode(latents: x, threads: 2)
