@@ -482,3 +482,33 @@ def test_image_cut_by_max_tokens_is_flagged(session):
     r = session.generate("Draw", assistant_prefix="<image_start>", max_tokens=3)
     assert r.stop_reason == "max_tokens"
     assert r.images[0].shape[0] == 3 and r.images_complete == [False]
+
+
+def test_numpy_and_pil_images_in_prompt(ckpt_dir, mm):
+    """Images as numpy arrays (RGB and RGBA) and PIL images reach the vision tower."""
+    np = pytest.importorskip("numpy")
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[3] / "Tests" / "Fixtures"
+    tower = root / "siglip" / "c32_l-1_t4_norm_mlp2x"
+    img = np.load(root / "golden_understanding" / "image_a.npy")          # uint8 HxWx3
+    golden = __import__("json").load(open(root / "golden_understanding" / "golden.json"))
+    case = [c for c in golden["cases"] if c["n_images"] == 1][0]
+    with mm.Model(ckpt_dir / "mm-f32", vision_tower_path=tower) as m, mm.Session(m, n_threads=1) as s:
+        r = s.generate([img, case["question"]], max_tokens=len(case["greedy_ids"]))
+        assert r.prompt_tokens == case["prompt_ids"]
+        want = case["greedy_ids"]
+        eos = {128001, 128008, 128009}
+        if any(t in eos for t in want):
+            want = want[:next(i for i, t in enumerate(want) if t in eos) + 1]
+        assert r.tokens == want
+        s.reset()
+        rgba = np.concatenate([img, np.full(img.shape[:2] + (1,), 255, np.uint8)], axis=2)
+        r2 = s.generate([rgba, case["question"]], max_tokens=len(want))
+        assert r2.tokens == r.tokens                                       # alpha is dropped
+        try:
+            from PIL import Image
+        except ImportError:
+            return
+        s.reset()
+        r3 = s.generate([Image.fromarray(img), case["question"]], max_tokens=len(want))
+        assert r3.tokens == r.tokens
