@@ -132,7 +132,7 @@ func tokenizerOf(_ p: OpaquePointer?) throws -> Tokenizer {
 public func mm_tokenizer_load(_ path: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     guarded {
         let p = try cString(path, what: "path")
-        let t = try wrapTokenizerError { try Tokenizer(path: p) }
+        let t = try wrapTokenizer { try Tokenizer(path: p) }
         try storeOut(out, TokenizerBox(t, borrowed: false), .tokenizer)
     }
 }
@@ -142,7 +142,7 @@ public func mm_tokenizer_load_from_memory(_ data: UnsafeRawPointer?, _ size: Int
     guarded {
         guard let data else { throw MMError.invalidArgument("json is NULL") }
         let bytes = Array(UnsafeBufferPointer(start: data.assumingMemoryBound(to: UInt8.self), count: size))
-        let t = try wrapTokenizerError { try Tokenizer(jsonData: bytes) }
+        let t = try wrapTokenizer { try Tokenizer(jsonData: bytes) }
         try storeOut(out, TokenizerBox(t, borrowed: false), .tokenizer)
     }
 }
@@ -182,7 +182,7 @@ public func mm_detokenize(_ tok: OpaquePointer?, _ ids: UnsafePointer<Int32>?, _
         let t = try tokenizerOf(tok)
         guard ids != nil || n == 0 else { throw MMError.invalidArgument("ids is NULL") }
         let arr = n == 0 ? [] : Array(UnsafeBufferPointer(start: ids, count: n))
-        let text = try wrapTokenizerError { try t.decode(arr, skipSpecialTokens: flags & MM_DETOKENIZE_SKIP_SPECIAL != 0) }
+        let text = try wrapTokenizer { try t.decode(arr, skipSpecialTokens: flags & MM_DETOKENIZE_SKIP_SPECIAL != 0) }
         try deliver(Array(text.utf8), buf, cap, nBytes, nul: true)
     }
 }
@@ -235,15 +235,4 @@ public func mm_token_lookup(_ tok: OpaquePointer?, _ text: UnsafePointer<CChar>?
 @_cdecl("mm_token_is_special") public func mm_token_is_special(_ tok: OpaquePointer?, _ id: Int32) -> Int32 {
     guard let t = try? tokenizerOf(tok), id >= 0, Int(id) < t.vocabSize else { return -1 }
     return t.isSpecial(id) ? 1 : 0
-}
-
-func wrapTokenizerError<T>(_ body: () throws -> T) throws -> T {
-    do { return try body() } catch let e as MMError { throw e } catch {
-        let msg = "\(error)"
-        if msg.contains("out of range") || msg.contains("outside") { throw MMError(.outOfRange, msg) }
-        if msg.contains("UTF-8") { throw MMError(.invalidUTF8, msg) }
-        if msg.contains("unknown") || msg.contains("nsupported") { throw MMError.unsupported(msg) }
-        if msg.contains("open") || msg.contains("No such") || msg.contains("read") { throw MMError.io(msg) }
-        throw MMError.format(msg)
-    }
 }

@@ -173,13 +173,19 @@ public final class Model: @unchecked Sendable {
     public var modelType: String { config.modelType }
 }
 
-/// Tokenizer errors become format / unsupported errors with the tokenizer's message.
-func wrapTokenizer<T>(_ body: () throws -> T) throws -> T {
-    do { return try body() } catch let e as MMError { throw e } catch {
-        let msg = "tokenizer.json: \(error)"
-        if msg.contains("unknown") || msg.contains("nsupported") { throw MMError.unsupported(msg) }
-        if msg.contains("open") || msg.contains("read") || msg.contains("No such") { throw MMError.io(msg) }
-        throw MMError.format(msg)
+/// Tokenizer errors as engine errors, by kind (the C ABI status follows from the code).
+public func wrapTokenizer<T>(_ body: () throws -> T) throws -> T {
+    do { return try body() } catch let e as TokenizerError {
+        let code: MMError.Code
+        switch e {
+        case .cannotRead: code = .io
+        case .unknownType, .unsupported: code = .unsupported
+        case .invalidUTF8: code = .invalidUTF8
+        case .idOutOfRange: code = .outOfRange
+        case .invalidJSON, .missingField, .wrongType, .mergeUnknownToken, .malformedMerge, .duplicateID, .invalidID:
+            code = .format
+        }
+        throw MMError(code, "tokenizer: \(e)")
     }
 }
 

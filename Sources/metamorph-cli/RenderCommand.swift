@@ -3,6 +3,7 @@
 import ArgumentParser
 import MetamorphCore
 import MetamorphImageIO
+import MetamorphRuntime
 import MetamorphVisualizer
 #if canImport(Glibc)
 import Glibc
@@ -26,9 +27,9 @@ struct RenderCommand: ParsableCommand {
 
     func run() throws {
         let th = threads ?? defaultThreadCount()
-        let t0 = nowMs()
+        let t0 = monotonicMilliseconds()
         let v = try cliTry { try Visualizer(directory: visualizer) }
-        let tLoad = nowMs()
+        let tLoad = monotonicMilliseconds()
         let tok = try cliTry { try NPY.readFloat32(path: visualTokens) }
         guard let dim = tok.shape.last, dim > 0, tok.data.count % dim == 0 else {
             fputs("metamorph: error: \(visualTokens): expected a [tokens, dim] array\n", stderr); throw ExitCode(1)
@@ -52,13 +53,13 @@ struct RenderCommand: ParsableCommand {
         }
         let nSteps = steps ?? v.defaultSteps, g = guidance ?? v.defaultGuidance
         let cond = try cliTry { try v.condition(visualTokens: data, count: count, dim: dim, threads: th) }
-        let tCond = nowMs()
+        let tCond = monotonicMilliseconds()
         let tty = isatty(2) != 0
-        var last = nowMs()
+        var last = monotonicMilliseconds()
         var stepMs: [Double] = []
         let x = try cliTry {
             try v.denoise(condition: cond, latents: lat, steps: nSteps, guidance: g, scheduler: scheduler, threads: th, progress: { i, n in
-                let now = nowMs(); stepMs.append(now - last); last = now
+                let now = monotonicMilliseconds(); stepMs.append(now - last); last = now
                 if tty {
                     let w = 30, f = w * i / max(n, 1)
                     let bar = String(repeating: "#", count: f) + String(repeating: "-", count: w - f)
@@ -68,9 +69,9 @@ struct RenderCommand: ParsableCommand {
                 return true
             })
         }
-        let tDen = nowMs()
+        let tDen = monotonicMilliseconds()
         let img = try cliTry { try v.decode(latents: x, threads: th) }
-        let tDec = nowMs()
+        let tDec = monotonicMilliseconds()
         var err = [CChar](repeating: 0, count: 256)
         let rc = img.rgb.withUnsafeBufferPointer { mmio_write_png(out, $0.baseAddress, Int32(img.width), Int32(img.height), &err, err.count) }
         if rc != 0 { fputs("metamorph: error: \(String(cString: err))\n", stderr); throw ExitCode(1) }
@@ -81,10 +82,5 @@ struct RenderCommand: ParsableCommand {
     }
 }
 
-private func nowMs() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) * 1000 + Double(ts.tv_nsec) / 1e6
-}
 
 private func fmt(_ x: Double) -> String { String(Double(Int((x * 100).rounded())) / 100) }

@@ -117,8 +117,14 @@ final class GenerationTests: XCTestCase {
         let job2 = GenerationJob(session: s, parts: [.text("More")], params: p)
         job2.cancel()
         try job2.start()
-        let r2 = try? job2.wait()
-        XCTAssertTrue(r2 == nil || r2!.stopReason == .cancelled)
+        // Either the worker saw the latch before starting (an MMError .cancelled) or during the
+        // prompt (a result with stop reason cancelled); never a finished reply.
+        do {
+            let r2 = try job2.wait()
+            XCTAssertEqual(r2.stopReason, .cancelled)
+        } catch let e as MMError {
+            XCTAssertEqual(e.code, .cancelled, e.message)
+        }
         // The session works again afterwards.
         p.maxTokens = 2
         XCTAssertEqual(try s.generate([.text("x")], params: p).tokens.count, 2)
