@@ -1,5 +1,6 @@
 # metamorph: the two commands a newcomer needs (see README.md).
-#   make demo   install what is missing, build, make a tiny checkpoint, run a prompt
+#   make demo   install what is missing, build, then the shipped shapes model (models/shapes)
+#               answers a question about a picture and draws one (demo-red-star.png)
 #   make test   everything CI runs
 SHELL := /bin/bash
 SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
@@ -31,8 +32,14 @@ build: deps
 checkpoints:
 	@[ -f $(CKPT)/.complete ] || { $(PYTHON) tools/make_checkpoints.py --out $(CKPT) --tokenizer $(TOKENIZER) && touch $(CKPT)/.complete; }
 
-demo: build checkpoints
-	bin/metamorph run --model $(CKPT)/mm-f32 --prompt "What is the capital of France?" --max-tokens 24
+# No --model: the CLI uses the shipped models/shapes (and its visualizer/ for --out).
+demo: build
+	@echo '$$ bin/metamorph run --image examples/images/purple-star.png --prompt "What color is the shape?"'
+	@bin/metamorph run --image examples/images/purple-star.png --prompt "What color is the shape?"
+	@echo '$$ bin/metamorph run --image examples/images/purple-star.png --prompt "Describe the image."'
+	@bin/metamorph run --image examples/images/purple-star.png --prompt "Describe the image."
+	@echo '$$ bin/metamorph run --prompt "Generate an image of a red star." --out demo-red-star.png'
+	@bin/metamorph run --prompt "Generate an image of a red star." --out demo-red-star.png
 
 test-swift: deps checkpoints
 	METAMORPH_TEST_CKPT_DIR=$(CURDIR)/$(CKPT) $(SWIFT) test $(TEST_FLAGS)

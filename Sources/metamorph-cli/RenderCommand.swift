@@ -13,7 +13,7 @@ struct RenderCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "render", abstract: "Render visual tokens to a PNG with the MetaMorph visualizer (adapter + SD1.5 UNet + VAE).")
 
-    @Option(help: "Visualizer directory (the output of tools/convert_visualizer.py).") var visualizer: String
+    @Option(help: "Visualizer directory (the output of tools/convert_visualizer.py). Default: the shipped models/shapes/visualizer.") var visualizer: String?
     @Option(name: .customLong("visual-tokens"), help: "float32 .npy of visual tokens [64, 1152] (or [n*64, 1152], see --image-index).") var visualTokens: String
     @Option(help: "float32 .npy initial latents [1, 4, s, s] (N(0,1) noise; default: seeded noise).") var latents: String?
     @Option(help: "Denoising steps (default: visualizer.json, 50).") var steps: Int?
@@ -28,7 +28,10 @@ struct RenderCommand: ParsableCommand {
     func run() throws {
         let th = threads ?? defaultThreadCount()
         let t0 = monotonicMilliseconds()
-        let v = try cliTry { try Visualizer(directory: visualizer) }
+        guard let vdir = visualizer ?? DefaultModel.directory().flatMap(DefaultModel.visualizer(forModel:)) else {
+            throw ValidationError("no --visualizer DIR given and the default model's visualizer (models/shapes/visualizer) was not found")
+        }
+        let v = try cliTry { try Visualizer(directory: vdir) }
         let tLoad = monotonicMilliseconds()
         let tok = try cliTry { try NPY.readFloat32(path: visualTokens) }
         guard let dim = tok.shape.last, dim > 0, tok.data.count % dim == 0 else {

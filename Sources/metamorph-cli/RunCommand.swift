@@ -12,7 +12,7 @@ struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run", abstract: "Generate a reply to a prompt.")
 
-    @Option(help: "Checkpoint directory (config.json, safetensors, tokenizer.json).") var model: String?
+    @Option(help: "Checkpoint directory (config.json, safetensors, tokenizer.json). Default: the shipped models/shapes.") var model: String?
     @Option(help: "The user message (wrapped in the chat template unless --raw).") var prompt: String
     @Option(name: .customLong("max-tokens"), help: "Most positions to generate.") var maxTokens: Int = 256
     @Option(help: "0 = greedy.") var temperature: Float = 0
@@ -38,8 +38,8 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("ctx"), help: "Context length (default min(max_position_embeddings, 4096)).") var ctx: Int = 0
 
     func run() throws {
-        guard let dir = model else {
-            throw ValidationError("--model DIR is required (no default model ships yet)")
+        guard let dir = model ?? DefaultModel.directory() else {
+            throw ValidationError("no --model DIR given and the default model (models/shapes, or $METAMORPH_MODEL) was not found")
         }
         var opts = LoadOptions()
         opts.visionTowerPath = visionTower
@@ -82,10 +82,11 @@ struct RunCommand: ParsableCommand {
             let all = r.images.flatMap { $0.tokens }
             try cliTry { try writeNpy(path, all, shape: [dim == 0 ? 0 : all.count / dim, dim]) }
         }
-        if let vdir = visualizer {
+        // --out without --visualizer: the model's own visualizer (DIR/visualizer) when it has one.
+        if let vdir = visualizer ?? (out != nil ? DefaultModel.visualizer(forModel: dir) : nil) {
             try renderImages(r, visualizerDir: vdir, threads: threads ?? defaultThreadCount())
         } else if out != nil {
-            fputs("metamorph: warning: --out needs --visualizer DIR; no picture written\n", stderr)
+            fputs("metamorph: warning: --out needs --visualizer DIR (the model has no visualizer/ folder); no picture written\n", stderr)
         }
         if json {
             let t = r.timings

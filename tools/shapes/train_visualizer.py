@@ -114,6 +114,12 @@ def train_unet(args, images):
     print(f"encoded {n} pictures in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
     unet = UNet2DConditionModel(**UNET_CONFIG)
     adapter = Adapter(ADAPTER_CONFIG)
+    if args.resume:  # continue from the saved (EMA) weights of an earlier run
+        from safetensors.torch import load_file
+        unet = UNet2DConditionModel.from_pretrained(os.path.join(args.work, "unet"))
+        adapter.load_state_dict(load_file(os.path.join(args.work, "adapter", "model.safetensors")))
+        prev = json.load(open(os.path.join(args.work, "unet", "training.json")))
+        args.history = prev.get("history", [prev])
     sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
     params_all = list(unet.parameters()) + list(adapter.parameters())
     lr = args.lr or 5e-4
@@ -144,7 +150,7 @@ def train_unet(args, images):
                 e.mul_(d).add_(p.detach(), alpha=1 - d)
         if step % 100 == 0 or step == args.steps - 1:
             print(f"unet step {step} loss {loss.item():.4f} t={time.time() - t0:.0f}s", file=sys.stderr, flush=True)
-        if (step + 1) % 1000 == 0 or step == args.steps - 1:
+        if (step + 1) % args.save_every == 0 or step == args.steps - 1:
             save_unet(args, unet, adapter, ema, params_all, step + 1, time.time() - t0, loss.item())
 
 
@@ -158,8 +164,9 @@ def save_unet(args, unet, adapter, ema, params_all, steps, seconds, loss):
     os.makedirs(os.path.join(args.work, "adapter"), exist_ok=True)
     save_file({k: v.contiguous() for k, v in adapter.state_dict().items()}, os.path.join(args.work, "adapter", "model.safetensors"))
     json.dump(ADAPTER_CONFIG, open(os.path.join(args.work, "adapter", "config.json"), "w"), indent=1)
-    json.dump({"steps": steps, "batch": args.batch, "pool": args.pool, "seconds": round(seconds), "last_loss": loss,
-               "ema": 0.999, "torch": torch.__version__}, open(os.path.join(args.work, "unet", "training.json"), "w"), indent=1)
+    run = {"steps": steps, "batch": args.batch, "pool": args.pool, "lr": args.lr or 5e-4, "threads": args.threads,
+           "seconds": round(seconds), "last_loss": loss, "ema": 0.999, "torch": torch.__version__}
+    json.dump({"history": getattr(args, "history", []) + [run]}, open(os.path.join(args.work, "unet", "training.json"), "w"), indent=1)
     with torch.no_grad():
         for p, b in zip(params_all, backup):
             p.copy_(b)
@@ -197,6 +204,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--out")
+    ap.add_argument("--resume", action="store_true", help="unet: start from WORK/unet + WORK/adapter")
+    ap.add_argument("--save-every", type=int, default=1000)
     ap.add_argument("--export-steps", type=int, default=25)
     ap.add_argument("--export-guidance", type=float, default=3.0)
     args = ap.parse_args()
