@@ -38,8 +38,8 @@ demo: build
 	@bin/metamorph run --image examples/images/purple-star.png --prompt "What color is the shape?"
 	@echo '$$ bin/metamorph run --image examples/images/purple-star.png --prompt "Describe the image."'
 	@bin/metamorph run --image examples/images/purple-star.png --prompt "Describe the image."
-	@echo '$$ bin/metamorph run --prompt "Generate an image of a red star." --out demo-red-star.png'
-	@bin/metamorph run --prompt "Generate an image of a red star." --out demo-red-star.png
+	@echo '$$ bin/metamorph run --prompt "Generate an image of a red star." --seed 1 --out demo-red-star.png'
+	@bin/metamorph run --prompt "Generate an image of a red star." --seed 1 --out demo-red-star.png
 
 test-swift: deps checkpoints
 	METAMORPH_TEST_CKPT_DIR=$(CURDIR)/$(CKPT) $(SWIFT) test $(TEST_FLAGS)

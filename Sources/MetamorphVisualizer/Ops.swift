@@ -37,6 +37,12 @@ func loadComponentStore(_ dir: String) throws -> TensorStore {
 
 func floats(_ s: TensorStore, _ name: String, _ n: Int) throws -> [Float] { try s.get(name, shape: [n]).toFloat() }
 
+/// Calls body with a pointer to the array's storage, or nil for a nil array.
+func withOptionalFloats<R>(_ a: [Float]?, _ body: (UnsafePointer<Float>?) -> R) -> R {
+    guard let a else { return body(nil) }
+    return a.withUnsafeBufferPointer { body($0.baseAddress) }
+}
+
 struct Conv2d: @unchecked Sendable {
     let weight: Tensor
     let bias: [Float]?
@@ -51,22 +57,14 @@ struct Conv2d: @unchecked Sendable {
         let oh = (x.h + 2 * pad - k) / stride + 1, ow = (x.w + 2 * pad - k) / stride + 1
         var y = FMap(b: x.b, c: cout, h: oh, w: ow)
         var rc: Int32 = 0
+        // The whole batch in one call (the guidance pair): Winograd then transforms the weights
+        // once and runs longer GEMMs; other convolutions loop over the images inside.
         x.d.withUnsafeBufferPointer { src in
             y.d.withUnsafeMutableBufferPointer { dst in
-                for i in 0..<x.b {
-                    let r: Int32
-                    if let bias {
-                        r = bias.withUnsafeBufferPointer { b in
-                            mmk_conv2d(weight.dtype.kernelCode, weight.data, b.baseAddress, src.baseAddress! + i * x.perImage,
-                                       dst.baseAddress! + i * cout * oh * ow, Int32(cin), Int32(x.h), Int32(x.w), Int32(cout),
-                                       Int32(k), Int32(k), Int32(stride), Int32(pad), Int32(threads))
-                        }
-                    } else {
-                        r = mmk_conv2d(weight.dtype.kernelCode, weight.data, nil, src.baseAddress! + i * x.perImage,
-                                       dst.baseAddress! + i * cout * oh * ow, Int32(cin), Int32(x.h), Int32(x.w), Int32(cout),
-                                       Int32(k), Int32(k), Int32(stride), Int32(pad), Int32(threads))
-                    }
-                    if r != 0 { rc = r }
+                rc = withOptionalFloats(bias) { b in
+                    mmk_conv2d_batch(weight.dtype.kernelCode, weight.data, b, src.baseAddress, dst.baseAddress, Int32(x.b),
+                                     Int32(cin), Int32(x.h), Int32(x.w), Int32(cout), Int32(k), Int32(k), Int32(stride), Int32(pad),
+                                     Int32(threads))
                 }
             }
         }

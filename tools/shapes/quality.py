@@ -118,6 +118,7 @@ def main():
     ap.add_argument("--json")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--trained-pairs", action="store_true", help="also measure on pairs seen in training")
+    ap.add_argument("--parts", default="qa,generation,edits")
     args = ap.parse_args()
     import metamorph
     vis_dir = args.visualizer or os.path.join(args.model, "visualizer")
@@ -133,8 +134,9 @@ def main():
     report = {"model": os.path.relpath(args.model, ROOT), "n": args.n, "seed": args.seed, "groups": {}}
     for gname, pairs in groups.items():
         g = {}
+        parts = args.parts.split(",")
         # 1. understanding
-        for renderer in ["pil", "numpy", "matplotlib"]:
+        for renderer in (["pil", "numpy", "matplotlib"] if "qa" in parts else []):
             ok = {"color": 0, "shape": 0, "describe": 0}
             total = 0
             for c, s in pairs:
@@ -149,7 +151,7 @@ def main():
         # 2. generation
         gen = {"both": 0, "color": 0, "shape": 0, "pixel_color": 0, "made_image": 0, "n": 0}
         samples = []
-        for c, s in pairs:
+        for c, s in (pairs if "generation" in parts else []):
             for k in range(args.gen_n):
                 with metamorph.Session(model) as sess:
                     r = sess.generate(f"Generate an image of {world.article(c)} {c} {s}.", max_tokens=64)
@@ -164,10 +166,11 @@ def main():
                 gen["pixel_color"] += pc == c
                 if k == 0:
                     samples.append(img)
-        g["generation"] = {k: (v / gen["n"] if k != "n" else v) for k, v in gen.items()}
+        if gen["n"]:
+            g["generation"] = {k: (v / gen["n"] if k != "n" else v) for k, v in gen.items()}
         # 3. edits: a picture of a pair, "Make it <colour>." / "Turn it into a <shape>."
         ed = {"color_edit": [0, 0], "shape_edit": [0, 0]}
-        for c, s in pairs:
+        for c, s in (pairs if "edits" in parts else []):
             for k in range(max(1, args.gen_n // 2)):
                 src_c = [x for x in world.COLOR_NAMES if x != c][rng.integers(7)]
                 a = world.sample_attrs(rng, color=src_c, shape=s)
@@ -189,7 +192,8 @@ def main():
                     tc, ts = judge.classify(out)
                     ed["shape_edit"][0] += tc == c and ts == s
                 ed["shape_edit"][1] += 1
-        g["edits"] = {k: v[0] / max(1, v[1]) for k, v in ed.items()} | {"n": ed["color_edit"][1]}
+        if ed["color_edit"][1]:
+            g["edits"] = {k: v[0] / max(1, v[1]) for k, v in ed.items()} | {"n": ed["color_edit"][1]}
         report["groups"][gname] = g
         if samples:
             from PIL import Image
@@ -202,15 +206,17 @@ def main():
     if args.markdown:
         for gname, g in report["groups"].items():
             print(f"\n{gname} pairs\n\n| measure | colour | shape | both / describe | n |\n|---|---|---|---|---|")
-            for r in ["pil", "numpy", "matplotlib"]:
+            for r in [r for r in ["pil", "numpy", "matplotlib"] if f"qa/{r}" in g]:
                 q = g[f"qa/{r}"]
                 print(f"| QA, {r} pictures | {q['color']:.0%} | {q['shape']:.0%} | {q['describe']:.0%} (describe) | {q['n']} |")
-            ge = g["generation"]
-            print(f"| generation (tower judge) | {ge['color']:.0%} | {ge['shape']:.0%} | {ge['both']:.0%} | {ge['n']} |")
-            print(f"| generation (pixel colour) | {ge['pixel_color']:.0%} | | | {ge['n']} |")
-            e = g["edits"]
-            print(f"| edit \"Make it C.\" (colour and shape right) | | | {e['color_edit']:.0%} | {e['n']} |")
-            print(f"| edit \"Turn it into S.\" (colour and shape right) | | | {e['shape_edit']:.0%} | {e['n']} |")
+            ge = g.get("generation")
+            if ge:
+              print(f"| generation (tower judge) | {ge['color']:.0%} | {ge['shape']:.0%} | {ge['both']:.0%} | {ge['n']} |")
+              print(f"| generation (pixel colour) | {ge['pixel_color']:.0%} | | | {ge['n']} |")
+            e = g.get("edits")
+            if e:
+              print(f"| edit \"Make it C.\" (colour and shape right) | | | {e['color_edit']:.0%} | {e['n']} |")
+              print(f"| edit \"Turn it into S.\" (colour and shape right) | | | {e['shape_edit']:.0%} | {e['n']} |")
     print(json.dumps(report, indent=1))
 
 

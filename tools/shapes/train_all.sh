@@ -16,4 +16,6 @@ python3 $S/train_visualizer.py --work "$WORK" --stage vae --steps 600 --batch 16
 python3 $S/train_llm.py --work "$WORK" --out "$WORK/mm" --steps 1500 --save-every 250 --threads 1 &
 python3 $S/train_visualizer.py --work "$WORK" --stage unet --steps 900 --batch 32 --pool 8000 --threads 1
 wait
+python3 $S/train_visualizer.py --work "$WORK" --stage unet --resume --steps 750 --batch 32 --pool 8000 --lr 3e-4 --threads 2
+wait
 python3 $S/export.py --work "$WORK" --out "$OUT"

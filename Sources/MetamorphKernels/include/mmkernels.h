@@ -145,14 +145,36 @@ extern "C" {
 #endif
 /* 2-D convolution of one NCHW image: in [cin][h][w] float32, weight [cout][cin][kh][kw] in wdtype
  * (PyTorch layout), bias float32 [cout] or NULL, out [cout][oh][ow] with
- * oh = (h + 2 pad - kh) / stride + 1 (same for ow), zero padding. im2col (in chunks of output rows,
- * at most 32 MB of scratch) + OpenBLAS sgemm
- * (single-threaded sgemm inside OpenMP threads); F16/BF16 weights are widened per call.
- * Returns 0, -1 for bad arguments, -3 out of memory. */
+ * oh = (h + 2 pad - kh) / stride + 1 (same for ow), zero padding. 3x3 / stride 1 / pad 1
+ * convolutions with enough channels and tiles go to mmk_conv2d_winograd3x3 (rule and
+ * measurements in conv.c); everything else, and METAMORPH_CONV=im2col, is im2col (in chunks of
+ * output rows, at most 32 MB of scratch) + OpenBLAS sgemm (single-threaded sgemm inside OpenMP
+ * threads); F16/BF16 weights are widened per call. METAMORPH_CONV=winograd forces Winograd for
+ * every 3x3 / stride 1 / pad 1 convolution. Returns 0, -1 for bad arguments, -3 out of memory. */
 int mmk_conv2d(int wdtype, const void *w, const float *bias, const float *in, float *out,
                int cin, int h, int wd, int cout, int kh, int kw, int stride, int pad, int nthreads);
+/* mmk_conv2d over nimg images stored back to back (in [nimg][cin][h][wd], out
+ * [nimg][cout][oh][ow]): Winograd then convolves the whole batch with one weight transform and
+ * longer GEMMs (what makes it pay on the UNet's 8x8 / 16x16 levels with the guidance pair). */
+int mmk_conv2d_batch(int wdtype, const void *w, const float *bias, const float *in, float *out, int nimg,
+                     int cin, int h, int wd, int cout, int kh, int kw, int stride, int pad, int nthreads);
 void mmk_conv2d_ref(int wdtype, const void *w, const float *bias, const float *in, float *out,
                     int cin, int h, int wd, int cout, int kh, int kw, int stride, int pad);
+/* The same convolution for kh = kw = 3, stride 1, pad 1 (out is [cout][h][wd]) by Winograd
+ * F(2x2, 3x3): 16 sgemm calls of [cout x cin] x [cin x tiles] per chunk of 2x2 output tiles,
+ * 2.25x fewer multiply-adds than im2col. Why it exists: these convolutions are most of the
+ * Stable Diffusion UNet / VAE time. mmk_conv2d calls it by itself for such layers when the
+ * channel counts and maps are large enough to win (see conv.c); call it directly only to
+ * compare. Weights are transformed per call (F16/BF16 widened on the way); scratch is bounded
+ * (chunks of tile rows, blocks of output channels; 11-50 MB for SD1.5's layers at 1-2 threads).
+ * The _batch form convolves nimg images stored back to back (in [nimg][cin][h][wd], out
+ * [nimg][cout][h][wd]) with one weight transform. Results differ from the direct sum by float32
+ * rounding only (a few ulp of the magnitudes involved).
+ * Returns 0, -1 for bad arguments, -3 out of memory. */
+int mmk_conv2d_winograd3x3(int wdtype, const void *w, const float *bias, const float *in, float *out,
+                           int cin, int cout, int h, int wd, int nthreads);
+int mmk_conv2d_winograd3x3_batch(int wdtype, const void *w, const float *bias, const float *in, float *out,
+                                 int nimg, int cin, int cout, int h, int wd, int nthreads);
 /* GroupNorm of one image x [channels][hw] (torch.nn.GroupNorm: biased variance, statistics in
  * double), affine gamma/beta float32 [channels] (NULL = 1 / 0), then SiLU when silu != 0.
  * channels must be a multiple of groups. out may equal x. */
