@@ -23,6 +23,8 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$pkgs; fi
 	@$(PYTHON) -c "import numpy" 2>/dev/null || $(PYTHON) -m pip install -q numpy
 	@$(PYTHON) -c "import pytest" 2>/dev/null || $(PYTHON) -m pip install -q pytest
+	@# Pillow: the shapes-model tests read examples/images/*.png (they would skip without it)
+	@$(PYTHON) -c "import PIL" 2>/dev/null || $(PYTHON) -m pip install -q Pillow
 
 build: deps
 	$(SWIFT) build $(DIST_FLAGS)

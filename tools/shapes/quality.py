@@ -170,28 +170,22 @@ def main():
             g["generation"] = {k: (v / gen["n"] if k != "n" else v) for k, v in gen.items()}
         # 3. edits: a picture of a pair, "Make it <colour>." / "Turn it into a <shape>."
         ed = {"color_edit": [0, 0], "shape_edit": [0, 0]}
+
+        def edit(kind, src_color, src_shape, instruction, seed):
+            """Edit a PIL picture of (src_color, src_shape); a hit when the render is judged (c, s)."""
+            img = world.render(world.sample_attrs(rng, color=src_color, shape=src_shape), rng, "pil", aug=False)
+            with metamorph.Session(model) as sess:
+                r = sess.generate([img, instruction], max_tokens=64)
+            if r.images:
+                ed[kind][0] += judge.classify(vis.render(r.images[0], seed=seed)) == (c, s)
+            ed[kind][1] += 1
+
         for c, s in (pairs if "edits" in parts else []):
             for k in range(max(1, args.gen_n // 2)):
                 src_c = [x for x in world.COLOR_NAMES if x != c][rng.integers(7)]
-                a = world.sample_attrs(rng, color=src_c, shape=s)
-                img = world.render(a, rng, "pil", aug=False)
-                with metamorph.Session(model) as sess:
-                    r = sess.generate([img, f"Make it {c}."], max_tokens=64)
-                if r.images:
-                    out = vis.render(r.images[0], seed=args.seed + k)
-                    tc, ts = judge.classify(out)
-                    ed["color_edit"][0] += tc == c and ts == s
-                ed["color_edit"][1] += 1
+                edit("color_edit", src_c, s, f"Make it {c}.", args.seed + k)
                 src_s = [x for x in world.SHAPES if x != s][rng.integers(3)]
-                a = world.sample_attrs(rng, color=c, shape=src_s)
-                img = world.render(a, rng, "pil", aug=False)
-                with metamorph.Session(model) as sess:
-                    r = sess.generate([img, f"Turn it into {world.article(s)} {s}."], max_tokens=64)
-                if r.images:
-                    out = vis.render(r.images[0], seed=args.seed + k)
-                    tc, ts = judge.classify(out)
-                    ed["shape_edit"][0] += tc == c and ts == s
-                ed["shape_edit"][1] += 1
+                edit("shape_edit", c, src_s, f"Turn it into {world.article(s)} {s}.", args.seed + k)
         if ed["color_edit"][1]:
             g["edits"] = {k: v[0] / max(1, v[1]) for k, v in ed.items()} | {"n": ed["color_edit"][1]}
         report["groups"][gname] = g
