@@ -16,6 +16,13 @@ void mmk_gelu_erf_ref(float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
 }
 
+void mmk_geglu_ref(float *out, const float *proj, int64_t rows, int64_t inner) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *h = proj + r * 2 * inner, *g = h + inner;
+        for (int64_t j = 0; j < inner; j++) out[r * inner + j] = h[j] * (0.5f * g[j] * (1.0f + erff(g[j] * 0.70710678118654752f)));
+    }
+}
+
 void mmk_gelu_tanh_ref(float *x, int64_t n) {
     const float c = 0.7978845608028654f; /* sqrt(2/pi) */
     for (int64_t i = 0; i < n; i++) {
@@ -49,6 +56,15 @@ void mmk_gelu_erf(float *x, int64_t n, int nthreads) {
     int nt = act_threads(n, nthreads);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int64_t c = 0; c < n; c += ACT_CHUNK) mmk_gelu_erf_ref(x + c, n - c < ACT_CHUNK ? n - c : ACT_CHUNK);
+}
+
+/* GEGLU in one pass and over all rows in parallel (it was a serial Swift loop calling the GELU
+ * per row: single-threaded at 2 threads). libm's erff keeps it bit-identical to the reference:
+ * a vector erf loses the relative accuracy of 1 + erf(x) for negative x. */
+void mmk_geglu(float *out, const float *proj, int64_t rows, int64_t inner, int nthreads) {
+    int nt = act_threads(rows * inner, nthreads);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t r = 0; r < rows; r++) mmk_geglu_ref(out + r * inner, proj + r * 2 * inner, 1, inner);
 }
 
 /* 0.5 v (1 + tanh(u)) = v / (1 + exp(-2u)): the same function with no cancellation near

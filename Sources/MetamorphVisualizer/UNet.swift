@@ -29,7 +29,7 @@ struct AttentionWeights {
         let kvRows = ctx == nil ? n : m
         let ka = k.apply(src, rows: b * kvRows, threads: threads)
         let va = v.apply(src, rows: b * kvRows, threads: threads)
-        var o = [Float](repeating: 0, count: b * n * inner)
+        var o = outputFloats(b * n * inner)
         qa.withUnsafeBufferPointer { qp in ka.withUnsafeBufferPointer { kp in va.withUnsafeBufferPointer { vp in
             o.withUnsafeMutableBufferPointer { op in
                 for i in 0..<b {
@@ -63,19 +63,11 @@ struct TransformerBlock {
         addInPlace(&x, attn2(t, ctx: ctx, b: b, n: n, m: m, heads: heads, threads: threads), threads: threads)
         t = layerNorm(x, w: norm3w, b: norm3b, rows: rows, dim: dim, eps: 1e-5, threads: threads)
         // GEGLU: [hidden | gate] = proj(x); hidden * gelu(gate) (exact erf GELU)
-        var pr = ffIn.apply(t, rows: rows, threads: threads)
+        let pr = ffIn.apply(t, rows: rows, threads: threads)
         let inner = 4 * dim
-        var g = [Float](repeating: 0, count: rows * inner)
-        pr.withUnsafeMutableBufferPointer { pp in
-            g.withUnsafeMutableBufferPointer { gp in
-                for r in 0..<rows {
-                    let hs = pp.baseAddress! + r * 2 * inner, gs = hs + inner
-                    let d = gp.baseAddress! + r * inner
-                    d.update(from: gs, count: inner)
-                    mmk_gelu_erf(d, Int64(inner), 1)
-                    for j in 0..<inner { d[j] *= hs[j] }
-                }
-            }
+        var g = outputFloats(rows * inner)
+        pr.withUnsafeBufferPointer { pp in
+            g.withUnsafeMutableBufferPointer { gp in mmk_geglu(gp.baseAddress, pp.baseAddress, Int64(rows), Int64(inner), Int32(threads)) }
         }
         addInPlace(&x, ffOut.apply(g, rows: rows, threads: threads), threads: threads)
     }
