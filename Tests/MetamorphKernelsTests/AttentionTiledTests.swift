@@ -87,15 +87,23 @@ final class GegluTests: XCTestCase {
         mmk_geglu(&one, [2, 1], 1, 1, 1)
         XCTAssertEqual(one[0], 2 * 0.8413447461, accuracy: 1e-6)
         var rng = Rng(9)
-        let rows = 300, inner = 160
+        let rows = 300, inner = 163  // 163: a scalar tail after the vectors
         let proj = rng.floats(rows * 2 * inner, scale: 4)
         var ref = [Float](repeating: 0, count: rows * inner)
         mmk_geglu_ref(&ref, proj, Int64(rows), Int64(inner))
+        var worst: Float = 0
         for t: Int32 in [1, 2] {
             var out = [Float](repeating: .nan, count: rows * inner)
             mmk_geglu(&out, proj, Int64(rows), Int64(inner), t)
-            XCTAssertEqual(out, ref, "threads \(t): same libm erff, so identical bits")
+            for r in 0..<rows { for j in 0..<inner {
+                // vector erf within 3.9e-7: |error| <= 0.5 |gate| |hidden| 3.9e-7 plus float rounding
+                let h = proj[r * 2 * inner + j], g = proj[r * 2 * inner + inner + j], i = r * inner + j
+                let bound = 2e-7 * abs(h) * (1 + abs(g)) + 2e-7 * abs(ref[i]) + 1e-12
+                worst = max(worst, abs(out[i] - ref[i]))
+                if abs(out[i] - ref[i]) > bound { XCTFail("geglu \(r),\(j): \(out[i]) vs \(ref[i])"); return }
+            } }
         }
+        print("geglu fast vs ref: max abs diff \(worst)")
         // and the reference is hidden * gelu_erf(gate) as mmk_gelu_erf_ref computes it
         var gate = (0..<inner).map { proj[2 * inner + inner + $0] }
         mmk_gelu_erf_ref(&gate, Int64(inner))

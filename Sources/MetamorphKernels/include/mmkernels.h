@@ -94,7 +94,8 @@ void mmk_silu_mul(float *gate, const float *up, int64_t n, int nthreads);
 /* x[i] = gelu(x[i]) exact erf form (torch GELU default). */
 void mmk_gelu_erf(float *x, int64_t n, int nthreads);
 /* GEGLU (diffusers' feed-forward): proj [rows][2 inner] = [hidden | gate] ->
- * out [rows][inner] = hidden * gelu_erf(gate). out must not overlap proj. */
+ * out [rows][inner] = hidden * gelu_erf(gate). out must not overlap proj. The fast form uses a
+ * vector erf within 3.9e-7 of erf (so |error| <= ~2e-7 |gate| |hidden|); _ref uses libm. */
 void mmk_geglu(float *out, const float *proj, int64_t rows, int64_t inner, int nthreads);
 void mmk_geglu_ref(float *out, const float *proj, int64_t rows, int64_t inner);
 /* x[i] = gelu(x[i]) tanh approximation (gelu_pytorch_tanh). */
