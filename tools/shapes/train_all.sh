@@ -9,13 +9,21 @@ WORK=${WORK:-/tmp/shapes-work}
 OUT=${OUT:-models/shapes}
 S=tools/shapes
 python3 $S/build_data.py --work "$WORK"                                   # pool, edit pairs, canonical targets, tokenizer.json
-python3 $S/train_tower.py --work "$WORK" --steps 800 --batch 128 --lr 2e-3 --threads 2            # SigLIP, random batches
-python3 $S/train_tower.py --work "$WORK" --resume --hard-negatives --steps 600 --batch 128 --lr 1e-3 --threads 2
-#   (each tower run ends by recentring the last layer into WORK/siglip_mm and encoding every picture)
+# Tower, phase A: sigmoid loss against one-attribute phrases (learnt table, own temperature/bias),
+# half of every batch in same-but-shape groups; then the text tower alone aligned to the frozen
+# vision tower with the caption loss. Each run ends by recentring the last layer into
+# WORK/siglip_mm and encoding every picture (docs/shapes.md, "Why shape is slow").
+python3 $S/train_tower.py --work "$WORK" --steps 600 --batch 128 --lr 1e-3 --threads 2 \
+    --caption-weight 0 --attribute-texts 1.0 --attribute-table --hard-negatives
+python3 $S/train_tower.py --work "$WORK" --resume --freeze-vision --steps 250 --batch 128 --lr 1e-3 --threads 1
+python3 $S/build_extra.py --work "$WORK"                                  # 6 000 shapes in unnamed colours
 python3 $S/train_visualizer.py --work "$WORK" --stage vae --steps 600 --batch 16 --threads 1
-python3 $S/train_llm.py --work "$WORK" --out "$WORK/mm" --steps 1500 --save-every 250 --threads 1 &
-python3 $S/train_visualizer.py --work "$WORK" --stage unet --steps 900 --batch 32 --pool 8000 --threads 1
+# UNet: 900 steps, then resumed for 750 (lr 3e-4) and 1 000 (lr 3e-4, --pool 16000). The shipped
+# UNet's first 1 650 steps were trained on the previous tower's tokens (docs/shapes.md), so
+# this script reproduces the recipe, not those exact weights.
+python3 $S/train_visualizer.py --work "$WORK" --stage unet --steps 900 --batch 32 --pool 8000 --threads 1 &
+python3 $S/train_llm.py --work "$WORK" --out "$WORK/mm" --steps 1500 --save-every 500 --threads 1 --extra-frac 0.3
 wait
 python3 $S/train_visualizer.py --work "$WORK" --stage unet --resume --steps 750 --batch 32 --pool 8000 --lr 3e-4 --threads 2
-wait
+python3 $S/train_visualizer.py --work "$WORK" --stage unet --resume --steps 1000 --batch 32 --pool 16000 --lr 3e-4 --threads 1
 python3 $S/export.py --work "$WORK" --out "$OUT"

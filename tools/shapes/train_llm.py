@@ -57,7 +57,21 @@ class Data:
         self.tok, self.rng = tok, rng
         self.eot = "<|eot_id|>"
 
+    def load_extra(self, work, frac):
+        """Pictures in colours outside the named eight (build_extra.py): a share frac of the
+        understanding samples becomes a shape question about one of them."""
+        self.extra_frac = frac
+        if frac <= 0:
+            return
+        self.extra_attrs = json.load(open(os.path.join(work, "extra.json")))["attrs"]
+        self.extra0 = len(self.tokens)
+        self.tokens = np.concatenate([self.tokens, np.load(os.path.join(work, "extra_tokens.npy"))])
+
     def understanding(self):
+        if getattr(self, "extra_frac", 0) > 0 and self.rng.random() < self.extra_frac:
+            j = int(self.rng.integers(len(self.extra_attrs)))
+            q, a = world.qa(self.extra_attrs[j], self.rng, kind="shape")
+            return IMAGE_BLOCK + "\n" + q, a, [self.extra0 + j], []
         i = self.singles[self.rng.integers(len(self.singles))]
         q, a = world.qa(self.attrs[i], self.rng)
         return IMAGE_BLOCK + "\n" + q, a, [i], []
@@ -248,6 +262,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--save-every", type=int, default=500)
+    ap.add_argument("--extra-frac", type=float, default=0.0,
+                    help="share of understanding samples that ask the shape of a picture in an unnamed colour (build_extra.py)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # denormals in late training otherwise slow CPU steps down 2-3x
@@ -258,6 +274,7 @@ def main():
     vocab = tok.get_vocab_size(with_added_tokens=True)
     pad_id = tok.token_to_id("<|finetune_right_pad_id|>")
     data = Data(args.work, tok, rng)
+    data.load_extra(args.work, args.extra_frac)
     mix = [float(x) for x in args.mix.split(",")]
     mix = [m / sum(mix) for m in mix]
     llm, projector, head = build_model(vocab, args)
@@ -281,7 +298,7 @@ def main():
             print(f"step {step} ce {c:.4f} cos-loss {v:.4f} lr {lr:.2e} t={time.time() - t0:.0f}s", file=sys.stderr, flush=True)
         if (step + 1) % args.save_every == 0 or step == args.steps - 1:
             c, v = np.mean(hist[-50:], axis=0)
-            info = {"steps": step + 1, "batch": args.batch, "mix": mix, "vision_coef": args.vision_coef, "lr": args.lr,
+            info = {"steps": step + 1, "batch": args.batch, "mix": mix, "extra_frac": args.extra_frac, "vision_coef": args.vision_coef, "lr": args.lr,
                     "seed": args.seed, "seconds": round(time.time() - t0), "ce_last50": float(c), "cos_loss_last50": float(v),
                     "held_out_pairs": sorted(" ".join(p) for p in world.HELD_OUT), "torch": torch.__version__}
             save(args, llm, projector, head, vocab, info)

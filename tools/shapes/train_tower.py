@@ -92,6 +92,8 @@ def main():
     ap.add_argument("--multi-positive", action="store_true", help="captions naming attribute subsets, true label matrix")
     ap.add_argument("--attribute-texts", type=float, default=0.0,
                     help="weight of a second sigmoid loss against one-attribute texts with the true label matrix")
+    ap.add_argument("--freeze-vision", action="store_true",
+                    help="train only the text tower (and temperature/bias) against the frozen vision tower")
     ap.add_argument("--save-every", type=int, default=0, help="also save WORK/siglip every N steps")
     ap.add_argument("--caption-weight", type=float, default=1.0,
                     help="weight of the caption sigmoid loss (0: attribute phrases only, a first phase)")
@@ -179,7 +181,10 @@ def main():
         model.save_pretrained(os.path.join(args.work, "siglip"), safe_serialization=True)
         if table is not None:
             torch.save({"table": table.detach(), "scale": attr_scale.detach(), "bias": attr_bias.detach()}, table_file)
-    params = list(model.parameters()) + ([table, attr_scale, attr_bias] if table is not None else [])
+    if args.freeze_vision:  # align a text tower to a vision tower already in use (its tokens stay as they are)
+        for p in model.vision_model.parameters():
+            p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad] + ([table, attr_scale, attr_bias] if table is not None else [])
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05)
     warm = 150
 
@@ -271,7 +276,7 @@ def main():
         ie = F.normalize(feats(model.get_image_features(pixel_values=pixels(images[idx]))), dim=-1)
         pred = (ie @ te.T).argmax(-1).numpy()
         ok = np.mean([pairs[p] == (attrs[i]["color"], attrs[i]["shape"]) for p, i in zip(pred, idx)])
-    info = {"phase": ("multi-positive captions, " if args.multi_positive else "") + (f"attribute {'table' if args.attribute_table else 'texts'} x{args.attribute_texts}, " if args.attribute_texts else "") + (f"captions x{args.caption_weight}, " if args.caption_weight != 1 else "") + ("hard-negatives" if args.hard_negatives else "random batches"), "resumed": args.resume, "steps": args.steps, "batch": args.batch, "seed": args.seed, "seconds": round(time.time() - t0),
+    info = {"phase": ("multi-positive captions, " if args.multi_positive else "") + (f"attribute {'table' if args.attribute_table else 'texts'} x{args.attribute_texts}, " if args.attribute_texts else "") + (f"captions x{args.caption_weight}, " if args.caption_weight != 1 else "") + ("vision frozen, " if args.freeze_vision else "") + ("hard-negatives" if args.hard_negatives else "random batches"), "resumed": args.resume, "steps": args.steps, "batch": args.batch, "seed": args.seed, "seconds": round(time.time() - t0),
             "final_loss": out.loss.item(), "zero_shot_color_shape_accuracy": float(ok),
             "torch": torch.__version__}
     log = os.path.join(out_dir, "training.json")
