@@ -7,7 +7,7 @@
  * multiply-adds. The inner dimension is the head width (40 in SD1.5), too short for sgemm to
  * amortise packing the keys again for every query block, and the softmax streams a 2 MB score
  * block through memory four times. Here the keys are packed once per call, a block of queries
- * meets a chunk of keys in registers, the scores of one chunk (60 x 256) stay in L1/L2, and
+ * meets a chunk of keys in registers, the scores of one chunk (60 x 128) stay in L1/L2, and
  * exp / max / sum run on them while they are hot.
  *
  * Layout per (head, block of TQ queries), chunk by chunk of TK keys:
@@ -187,9 +187,8 @@ void mmk_attention_tiled(float *out, const float *q, const float *k, const float
                          int64_t q_stride, int64_t kv_stride, int64_t out_stride, float scale, int nthreads) {
     if (n_q <= 0 || n_kv <= 0 || n_heads <= 0 || head_dim <= 0) return;
 #if defined(__AVX2__) && defined(__FMA__)
-    static int mode = -1;
-    if (mode < 0) mode = attention_mode();
-    if (mode == 0 && head_dim % 8 == 0) {
+    /* Read per call like METAMORPH_CONV (a getenv next to milliseconds of work). */
+    if (attention_mode() == 0 && head_dim % 8 == 0) {
         int nt = mmk_nt(nthreads);
         int hd = head_dim;
         int64_t np = (n_kv + 15) / 16;

@@ -49,14 +49,21 @@ final class AttentionTiledTests: XCTestCase {
         print("attention_tiled vs ref: max abs diff \(worst)")
     }
 
-    func testGemmOverrideAgrees() {
+    /// Agrees with the two-sgemm path, and METAMORPH_ATTENTION=gemm routes to that path exactly.
+    func testAgreesWithSgemmPathAndOverride() {
         var rng = Rng(42)
         let nq = 150, nkv = 333, h = 2, hd = 40, w = h * hd
         let q = rng.floats(nq * w), k = rng.floats(nkv * w), v = rng.floats(nkv * w)
-        var a = [Float](repeating: 0, count: nq * w), b = a
+        var a = [Float](repeating: 0, count: nq * w), b = a, c = a
         mmk_attention_tiled(&a, q, k, v, Int64(nq), Int64(nkv), Int32(h), Int32(hd), Int64(w), Int64(w), Int64(w), 0.2, 2)
         mmk_attention_gemm(&b, q, k, v, Int64(nq), Int64(nkv), Int32(h), Int32(hd), Int64(w), Int64(w), Int64(w), 0.2, 2)
         XCTAssertLessThan(zip(a, b).map { abs($0 - $1) }.max()!, 2e-6)
+        XCTAssertNotEqual(a, b, "the tiled path rounds differently from sgemm: equal bits would mean it did not run")
+        let old = ProcessInfo.processInfo.environment["METAMORPH_ATTENTION"]
+        setenv("METAMORPH_ATTENTION", "gemm", 1)
+        defer { if let old { setenv("METAMORPH_ATTENTION", old, 1) } else { unsetenv("METAMORPH_ATTENTION") } }
+        mmk_attention_tiled(&c, q, k, v, Int64(nq), Int64(nkv), Int32(h), Int32(hd), Int64(w), Int64(w), Int64(w), 0.2, 2)
+        XCTAssertEqual(c, b)
     }
 
     func testNaNAndInfinityPropagateToTheirRows() {
