@@ -15,6 +15,10 @@ python3 $S/build_data.py --work "$WORK"                                   # pool
 # WORK/siglip_mm and encoding every picture (docs/shapes.md, "Why shape is slow").
 python3 $S/train_tower.py --work "$WORK" --steps 600 --batch 128 --lr 1e-3 --threads 2 \
     --caption-weight 0 --attribute-texts 1.0 --attribute-table --hard-negatives
+# ... continued 1 500 steps (a warm restart; the phrase table starts afresh) with the shape rows
+# weighted x3: shape zero-shot 0.65 -> 1.00, token probe shape 0.70 -> 0.998.
+python3 $S/train_tower.py --work "$WORK" --resume --steps 1500 --batch 128 --lr 1e-3 --threads 2 \
+    --caption-weight 0 --attribute-texts 1.0 --attribute-table --hard-negatives --shape-weight 3 --save-every 250
 python3 $S/train_tower.py --work "$WORK" --resume --freeze-vision --steps 250 --batch 128 --lr 1e-3 --threads 1
 python3 $S/build_extra.py --work "$WORK"                                  # 6 000 shapes in unnamed colours
 python3 $S/train_visualizer.py --work "$WORK" --stage vae --steps 600 --batch 16 --threads 1

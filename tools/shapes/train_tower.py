@@ -97,6 +97,8 @@ def main():
     ap.add_argument("--save-every", type=int, default=0, help="also save WORK/siglip every N steps")
     ap.add_argument("--caption-weight", type=float, default=1.0,
                     help="weight of the caption sigmoid loss (0: attribute phrases only, a first phase)")
+    ap.add_argument("--shape-weight", type=float, default=1.0,
+                    help="weight of the shape rows of the one-attribute loss (shape is learnt last)")
     ap.add_argument("--attribute-table", action="store_true",
                     help="embed the one-attribute texts with a learnt table (a bag-of-phrases text tower) "
                          "instead of the text transformer")
@@ -250,7 +252,8 @@ def main():
             logits = (te @ out.image_embeds.T * attr_scale.exp() + attr_bias if table is not None
                       else te @ out.image_embeds.T * model.logit_scale.exp() + model.logit_bias)
             lab = torch.tensor([[attrs[j][k] == v for j in idx] for k, v, _ in attr_texts], dtype=torch.float32)
-            out.loss = out.loss + args.attribute_texts * -F.logsigmoid((2 * lab - 1) * logits).sum() / len(idx)
+            row_w = torch.tensor([args.shape_weight if k == "shape" else 1.0 for k, _, _ in attr_texts])[:, None]
+            out.loss = out.loss + args.attribute_texts * -(row_w * F.logsigmoid((2 * lab - 1) * logits)).sum() / len(idx)
         opt.zero_grad()
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -276,7 +279,7 @@ def main():
         ie = F.normalize(feats(model.get_image_features(pixel_values=pixels(images[idx]))), dim=-1)
         pred = (ie @ te.T).argmax(-1).numpy()
         ok = np.mean([pairs[p] == (attrs[i]["color"], attrs[i]["shape"]) for p, i in zip(pred, idx)])
-    info = {"phase": ("multi-positive captions, " if args.multi_positive else "") + (f"attribute {'table' if args.attribute_table else 'texts'} x{args.attribute_texts}, " if args.attribute_texts else "") + (f"captions x{args.caption_weight}, " if args.caption_weight != 1 else "") + ("vision frozen, " if args.freeze_vision else "") + ("hard-negatives" if args.hard_negatives else "random batches"), "resumed": args.resume, "steps": args.steps, "batch": args.batch, "seed": args.seed, "seconds": round(time.time() - t0),
+    info = {"phase": ("multi-positive captions, " if args.multi_positive else "") + (f"attribute {'table' if args.attribute_table else 'texts'} x{args.attribute_texts}, " if args.attribute_texts else "") + (f"captions x{args.caption_weight}, " if args.caption_weight != 1 else "") + (f"shape rows x{args.shape_weight}, " if args.shape_weight != 1 else "") + ("vision frozen, " if args.freeze_vision else "") + ("hard-negatives" if args.hard_negatives else "random batches"), "resumed": args.resume, "steps": args.steps, "batch": args.batch, "seed": args.seed, "seconds": round(time.time() - t0),
             "final_loss": out.loss.item(), "zero_shot_color_shape_accuracy": float(ok),
             "torch": torch.__version__}
     log = os.path.join(out_dir, "training.json")

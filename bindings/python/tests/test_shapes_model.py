@@ -84,8 +84,9 @@ def test_generation_parity(model, golden):
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "examples", "images", "*.png"))))
 def test_answers_about_example_pictures(model, path):
-    """Colour is right on every example (held-out pairs included). Shape is the model's weak
-    attribute (docs/shapes.md has the measured rates), so only its form is checked here."""
+    """Colour is right on every example, held-out pairs included (purple star, blue circle).
+    Shape is measured at 92-100% on held-out pairs (docs/shapes.md), so it is checked over all
+    the examples together below."""
     pytest.importorskip("PIL")
     color, shape = os.path.basename(path)[:-4].split("-")[:2]
     img = load_png(path)
@@ -96,6 +97,25 @@ def test_answers_about_example_pictures(model, path):
     assert first_word(a, COLORS) == color, a
     assert first_word(b, SHAPES) is not None, b
     assert first_word(d, COLORS) == color and "background" in d, d
+
+
+def test_shapes_of_example_pictures(model):
+    """Shape questions and descriptions name the right shape on at least 3 of the 4 examples
+    (matplotlib pictures, a renderer training never used; one is a small circle in a corner)."""
+    pytest.importorskip("PIL")
+    paths = sorted(glob.glob(os.path.join(ROOT, "examples", "images", "*.png")))
+    assert len(paths) == 4
+    right, answers = 0, []
+    for path in paths:
+        shape = os.path.basename(path)[:-4].split("-")[1]
+        img = load_png(path)
+        with metamorph.Session(model) as s:
+            b = s.generate([img, "What shape is this?"], max_tokens=16).text
+        with metamorph.Session(model) as s:
+            d = s.generate([img, "Describe the image."], max_tokens=40).text
+        right += first_word(b, SHAPES) == shape and first_word(d, SHAPES) == shape
+        answers.append((os.path.basename(path), b, d))
+    assert right >= 3, answers
 
 
 def foreground(img):
