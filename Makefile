@@ -38,6 +38,8 @@ checkpoints:
 demo: build
 	@echo '$$ bin/metamorph run --image examples/images/purple-star.png --prompt "What color is the shape?"'
 	@bin/metamorph run --image examples/images/purple-star.png --prompt "What color is the shape?"
+	@echo '$$ bin/metamorph run --image examples/images/purple-star.png --prompt "What shape is this?"'
+	@bin/metamorph run --image examples/images/purple-star.png --prompt "What shape is this?"
 	@echo '$$ bin/metamorph run --image examples/images/purple-star.png --prompt "Describe the image."'
 	@bin/metamorph run --image examples/images/purple-star.png --prompt "Describe the image."
 	@echo '$$ bin/metamorph run --prompt "Generate an image of a red star." --seed 1 --out demo-red-star.png'
