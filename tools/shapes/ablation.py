@@ -25,9 +25,6 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "bindings", "python"))
 import world  # noqa: E402
 
-FORMS = ["Generate an image of {}.", "Draw {}.", "Create a picture of {}.", "Make an image of {}.", "Show me {}."]
-
-
 def unit(x):
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
@@ -67,7 +64,7 @@ def main():
             for c, s in pairs:
                 if ((c, s) in world.HELD_OUT) != (group == "held-out"):
                     continue
-                for form in FORMS:
+                for form in world.GEN_FORMS:
                     with metamorph.Session(model) as sess:
                         r = sess.generate(form.format(f"{world.article(c)} {c} {s}"), max_tokens=64)
                     ok["n"] += 1

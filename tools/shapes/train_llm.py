@@ -56,6 +56,7 @@ class Data:
             self.by_pair.setdefault((self.attrs[i]["color"], self.attrs[i]["shape"]), []).append(i)
         self.tok, self.rng = tok, rng
         self.eot = "<|eot_id|>"
+        self.extra_frac = 0.0  # load_extra sets it
 
     def load_extra(self, work, frac):
         """Pictures in colours outside the named eight (build_extra.py): a share frac of the
@@ -68,7 +69,7 @@ class Data:
         self.tokens = np.concatenate([self.tokens, np.load(os.path.join(work, "extra_tokens.npy"))])
 
     def understanding(self):
-        if getattr(self, "extra_frac", 0) > 0 and self.rng.random() < self.extra_frac:
+        if self.extra_frac > 0 and self.rng.random() < self.extra_frac:
             j = int(self.rng.integers(len(self.extra_attrs)))
             q, a = world.qa(self.extra_attrs[j], self.rng, kind="shape")
             return IMAGE_BLOCK + "\n" + q, a, [self.extra0 + j], []
@@ -92,8 +93,7 @@ class Data:
             obj += f" on {world.article(a['bg'])} {a['bg']} background"
         elif kind == "pos":
             obj += f" at the {a['pos']}" if a["pos"] in ("top", "bottom") else f" on the {a['pos']}"
-        forms = ["Generate an image of {}.", "Draw {}.", "Create a picture of {}.", "Make an image of {}.", "Show me {}."]
-        req = forms[self.rng.choice(len(forms), p=[0.4, 0.15, 0.15, 0.15, 0.15])].format(obj)
+        req = world.GEN_FORMS[self.rng.choice(len(world.GEN_FORMS), p=[0.4, 0.15, 0.15, 0.15, 0.15])].format(obj)
         return req, world.GEN_ANSWER, [], [len(self.attrs) + j]
 
     def edit(self):

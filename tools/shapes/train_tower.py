@@ -211,6 +211,7 @@ def main():
                   + [("bg", b, f"a {b} background") for b in world.BG_NAMES] + [("size", z, f"a {z} shape") for z in world.SIZE_NAMES]
                   + [("pos", q, f"a shape at the {q}") for q in world.POSITIONS])
     attr_ids = [tok.encode(t, add_special_tokens=False).ids for _, _, t in attr_texts]
+    row_w = torch.tensor([args.shape_weight if k == "shape" else 1.0 for k, _, _ in attr_texts])[:, None]
     attr_ids = torch.tensor([x + [pad] * (TEXT_LEN - len(x)) for x in attr_ids])
     feats = lambda x: x if torch.is_tensor(x) else x.pooler_output  # transformers 5 returns an output object
     probe_idx = np.arange(len(images) - 1000, len(images))
@@ -252,7 +253,6 @@ def main():
             logits = (te @ out.image_embeds.T * attr_scale.exp() + attr_bias if table is not None
                       else te @ out.image_embeds.T * model.logit_scale.exp() + model.logit_bias)
             lab = torch.tensor([[attrs[j][k] == v for j in idx] for k, v, _ in attr_texts], dtype=torch.float32)
-            row_w = torch.tensor([args.shape_weight if k == "shape" else 1.0 for k, _, _ in attr_texts])[:, None]
             out.loss = out.loss + args.attribute_texts * -(row_w * F.logsigmoid((2 * lab - 1) * logits)).sum() / len(idx)
         opt.zero_grad()
         out.loss.backward()

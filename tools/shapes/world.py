@@ -216,10 +216,11 @@ def generation_request(rng, a):
         obj = f"{article(c)} {c} {s} on a {a['bg']} background"
     else:
         obj = f"{article(c)} {c} {s} at the {a['pos']}"
-    forms = ["Generate an image of {}.", "Draw {}.", "Create a picture of {}.", "Make an image of {}.", "Show me {}."]
-    return forms[rng.integers(len(forms))].format(obj), ("size" if 0.55 <= extra < 0.7 else "bg" if 0.7 <= extra < 0.85 else "pos" if extra >= 0.85 else None)
+    return GEN_FORMS[rng.integers(len(GEN_FORMS))].format(obj), ("size" if 0.55 <= extra < 0.7 else "bg" if 0.7 <= extra < 0.85 else "pos" if extra >= 0.85 else None)
 
 
+# Phrasings of a generation request (training, evaluation and the ablation use the same ones).
+GEN_FORMS = ["Generate an image of {}.", "Draw {}.", "Create a picture of {}.", "Make an image of {}.", "Show me {}."]
 GEN_ANSWER = "Here is an image based on your request: <image_start><image><image_end>"
 EDIT_ANSWER = "Here is the edited image: <image_start><image><image_end>"
 
