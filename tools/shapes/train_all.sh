@@ -22,8 +22,12 @@ python3 $S/train_tower.py --work "$WORK" --resume --steps 1500 --batch 128 --lr 
 python3 $S/train_tower.py --work "$WORK" --resume --freeze-vision --steps 250 --batch 128 --lr 1e-3 --threads 1
 python3 $S/build_extra.py --work "$WORK"                                  # 6 000 shapes in unnamed colours
 python3 $S/train_visualizer.py --work "$WORK" --stage vae --steps 600 --batch 16 --threads 1
+# The decoder alone, continued on the frozen encoder's latents (posterior samples, as the UNet sees
+# them): the latent space does not move, so this can run at any time, before or after the UNet.
+python3 $S/train_visualizer.py --work "$WORK" --stage vae --decoder-only --steps 1500 --batch 32 --pool 36000 --lr 1e-3 --threads 2 --save-every 250
+python3 $S/train_visualizer.py --work "$WORK" --stage vae --decoder-only --steps 1500 --batch 32 --pool 16000 --lr 5e-4 --threads 1 --save-every 250
 # UNet: 900 steps, then resumed for 750 (lr 3e-4) and 1 000 (lr 3e-4, --pool 16000) on earlier
-# towers' tokens, then 2 000 (lr 4e-4), 1 000 and 1 300 (lr 2e-4) on this tower's (docs/shapes.md):
+# towers' tokens, then 2 000 (lr 4e-4), 1 000, 1 300 and 1 200 (lr 2e-4) on this tower's (docs/shapes.md):
 # this script reproduces the recipe, not those exact weights.
 python3 $S/train_visualizer.py --work "$WORK" --stage unet --steps 900 --batch 32 --pool 8000 --threads 1 &
 python3 $S/train_llm.py --work "$WORK" --out "$WORK/mm" --steps 3000 --save-every 1000 --threads 1 --extra-frac 0.4
@@ -33,4 +37,5 @@ python3 $S/train_visualizer.py --work "$WORK" --stage unet --resume --steps 1000
 python3 $S/train_visualizer.py --work "$WORK" --stage unet --resume --steps 2000 --batch 32 --pool 16000 --lr 4e-4 --threads 2 --save-every 500
 python3 $S/train_visualizer.py --work "$WORK" --stage unet --resume --steps 1000 --batch 32 --pool 16000 --lr 2e-4 --threads 2 --save-every 250
 python3 $S/train_visualizer.py --work "$WORK" --stage unet --resume --steps 1300 --batch 32 --pool 16000 --lr 2e-4 --threads 2 --save-every 250
+python3 $S/train_visualizer.py --work "$WORK" --stage unet --resume --steps 1200 --batch 32 --pool 16000 --lr 2e-4 --threads 1 --save-every 200
 python3 $S/export.py --work "$WORK" --out "$OUT"

@@ -264,6 +264,7 @@ def main():
     ap.add_argument("--save-every", type=int, default=500)
     ap.add_argument("--extra-frac", type=float, default=0.0,
                     help="share of understanding samples that ask the shape of a picture in an unnamed colour (build_extra.py)")
+    ap.add_argument("--resume", metavar="DIR", help="continue from a checkpoint written by this script")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # denormals in late training otherwise slow CPU steps down 2-3x
@@ -278,6 +279,18 @@ def main():
     mix = [float(x) for x in args.mix.split(",")]
     mix = [m / sum(mix) for m in mix]
     llm, projector, head = build_model(vocab, args)
+    history = []
+    if args.resume:  # continue a saved checkpoint (its BF16 weights; the optimizer state starts afresh)
+        from safetensors.torch import load_file
+        sd = {k: v.float() for k, v in load_file(os.path.join(args.resume, "model.safetensors")).items()}
+        for prefix, module in (("model.mm_projector.", projector), ("vision_head.", head)):
+            module.load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
+        own = {k: v for k, v in sd.items()
+               if not k.startswith(("model.mm_projector.", "vision_head.", "model.vision_tower."))}
+        missing, unexpected = llm.load_state_dict(own, strict=False)
+        assert not unexpected and all("rotary_emb" in k for k in missing), (missing, unexpected)
+        prev = json.load(open(os.path.join(args.resume, "training.json")))
+        history = prev.get("history", [prev])
     params = list(llm.parameters()) + list(projector.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     t0 = time.time()
@@ -301,7 +314,7 @@ def main():
             info = {"steps": step + 1, "batch": args.batch, "mix": mix, "extra_frac": args.extra_frac, "vision_coef": args.vision_coef, "lr": args.lr,
                     "seed": args.seed, "seconds": round(time.time() - t0), "ce_last50": float(c), "cos_loss_last50": float(v),
                     "held_out_pairs": sorted(" ".join(p) for p in world.HELD_OUT), "torch": torch.__version__}
-            save(args, llm, projector, head, vocab, info)
+            save(args, llm, projector, head, vocab, {"history": history + [info]} if history else info)
 
 
 if __name__ == "__main__":

@@ -64,24 +64,53 @@ def lr_at(step, steps, lr, warm=100):
 
 def train_vae(args, images):
     from diffusers import AutoencoderKL
-    vae = AutoencoderKL(**VAE_CONFIG)
-    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr or 1e-3, weight_decay=0.0)
     rng = np.random.default_rng(args.seed)
     t0 = time.time()
+    if args.decoder_only:
+        # The encoder (and so the latent space the UNet was trained on) stays exactly as it is;
+        # only the decoder learns to turn those latents into sharper pictures.
+        vae = AutoencoderKL.from_pretrained(os.path.join(args.work, "vae"))
+        prev = json.load(open(os.path.join(args.work, "vae", "training.json")))
+        args.history = prev.get("history", [prev])
+        for p in vae.parameters():
+            p.requires_grad_(False)
+        train = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+        for p in train:
+            p.requires_grad_(True)
+        n = min(len(images), args.pool)
+        idx_all = rng.permutation(len(images))[:n]
+        with torch.no_grad():
+            params = torch.cat([vae.encode(images_to_x(images[idx_all[i:i + 256]])).latent_dist.parameters
+                                for i in range(0, n, 256)])
+        print(f"encoded {n} pictures in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
+    else:
+        vae = AutoencoderKL(**VAE_CONFIG)
+        train = list(vae.parameters())
+    opt = torch.optim.AdamW(train, lr=args.lr or 1e-3, weight_decay=0.0)
     for step in range(args.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr or 1e-3)
-        x = images_to_x(images[rng.choice(len(images), args.batch, replace=False)])
-        post = vae.encode(x).latent_dist
-        y = vae.decode(post.sample()).sample
+        if args.decoder_only:
+            b = rng.choice(n, args.batch, replace=False)
+            x = images_to_x(images[idx_all[b]])
+            mean, logvar = params[torch.from_numpy(b)].chunk(2, dim=1)
+            y = vae.decode(mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * torch.randn_like(mean)).sample
+            kl = torch.zeros(())
+        else:
+            x = images_to_x(images[rng.choice(len(images), args.batch, replace=False)])
+            post = vae.encode(x).latent_dist
+            y = vae.decode(post.sample()).sample
+            kl = post.kl().mean()
         rec = F.mse_loss(y, x) + 0.5 * F.l1_loss(y, x)
-        loss = rec + 1e-6 * post.kl().mean()
+        loss = rec + 1e-6 * kl
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(train, 1.0)
         opt.step()
         if step % 50 == 0 or step == args.steps - 1:
             print(f"vae step {step} rec {rec.item():.5f} t={time.time() - t0:.0f}s", file=sys.stderr, flush=True)
+        if args.decoder_only and ((step + 1) % args.save_every == 0 or step == args.steps - 1):
+            vae.save_pretrained(os.path.join(args.work, "vae"), safe_serialization=True)
     vae.eval()
     vae.save_pretrained(os.path.join(args.work, "vae"), safe_serialization=True)  # before anything can fail
     with torch.no_grad():
@@ -90,10 +119,15 @@ def train_vae(args, images):
         scale = float(1.0 / z.std())
         y = torch.cat([vae.decode(vae.encode(images_to_x(images[b])).latent_dist.mean).sample for b in idx.reshape(-1, 64)[:2]])
         err = (y.clamp(-1, 1) - images_to_x(images[idx[:128]])).abs().mul(127.5).mean().item()
+    if args.decoder_only:  # same encoder, same latent scale
+        scale = vae.config.scaling_factor
     vae.register_to_config(scaling_factor=scale)
     vae.save_pretrained(os.path.join(args.work, "vae"), safe_serialization=True)
     info = {"steps": args.steps, "batch": args.batch, "seconds": round(time.time() - t0), "scaling_factor": scale,
-            "mean_abs_error_levels": err, "torch": torch.__version__}
+            "mean_abs_error_levels": err, "decoder_only": args.decoder_only, "lr": args.lr or 1e-3,
+            "torch": torch.__version__}
+    if args.decoder_only:
+        info = {"history": args.history + [info]}
     json.dump(info, open(os.path.join(args.work, "vae", "training.json"), "w"), indent=1)
     print(json.dumps(info), file=sys.stderr)
 
@@ -205,6 +239,8 @@ def main():
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--out")
     ap.add_argument("--resume", action="store_true", help="unet: start from WORK/unet + WORK/adapter")
+    ap.add_argument("--decoder-only", action="store_true",
+                    help="vae: continue WORK/vae training only the decoder, so its latents (and the UNet) stay valid")
     ap.add_argument("--save-every", type=int, default=1000)
     ap.add_argument("--export-steps", type=int, default=25)
     ap.add_argument("--export-guidance", type=float, default=3.0)
