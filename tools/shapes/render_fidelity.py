@@ -44,7 +44,7 @@ def main():
     model = metamorph.Model(args.model)
     vis = metamorph.Visualizer(args.visualizer or os.path.join(args.model, "visualizer"))
     judge = Judge(model)
-    attrs = json.load(open(os.path.join(args.work, "canon.json")))["attrs"]
+    canon = json.load(open(os.path.join(args.work, "canon.json")))
     images = np.load(os.path.join(args.work, "canon.npz"))["images"]
     tokens = np.load(os.path.join(args.work, "canon_tokens.npy"))
     vae = AutoencoderKL.from_pretrained(args.vae or os.path.join(args.work, "vae")).eval()
@@ -53,8 +53,8 @@ def main():
     err = {"vae mean": [], "vae sample": []}
     n = 0
     for c, s in sorted(world.HELD_OUT):
-        idx = [i for i, a in enumerate(attrs) if (a["color"], a["shape"], a["size"], a["pos"], a["bg"]) ==
-               (c, s, "large", "center", "gray")][:args.per_pair]
+        idx = [i for i, (a, kind) in enumerate(zip(canon["attrs"], canon["varied"]))  # default attributes only
+               if kind == "" and (a["color"], a["shape"]) == (c, s)][:args.per_pair]
         x = torch.from_numpy(images[idx]).float().div(127.5).sub(1).permute(0, 3, 1, 2)
         with torch.no_grad():
             post = vae.encode(x).latent_dist

@@ -58,6 +58,19 @@ def images_to_x(images):
     return torch.from_numpy(images).float().div_(127.5).sub_(1).permute(0, 3, 1, 2).contiguous()
 
 
+def latent_params(vae, images, idx):
+    """The VAE posterior's parameters (mean and log-variance, concatenated on channels) of
+    images[idx], encoded once; training steps then sample latents from them as SD's training does."""
+    with torch.no_grad():
+        return torch.cat([vae.encode(images_to_x(images[idx[i:i + 256]])).latent_dist.parameters
+                          for i in range(0, len(idx), 256)])
+
+
+def sample_latents(params):
+    mean, logvar = params.chunk(2, dim=1)
+    return mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * torch.randn_like(mean)
+
+
 def lr_at(step, steps, lr, warm=100):
     return lr * min(1.0, (step + 1) / warm) * (0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)) * 0.9 + 0.1)
 
@@ -79,9 +92,7 @@ def train_vae(args, images):
             p.requires_grad_(True)
         n = min(len(images), args.pool)
         idx_all = rng.permutation(len(images))[:n]
-        with torch.no_grad():
-            params = torch.cat([vae.encode(images_to_x(images[idx_all[i:i + 256]])).latent_dist.parameters
-                                for i in range(0, n, 256)])
+        params = latent_params(vae, images, idx_all)
         print(f"encoded {n} pictures in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
     else:
         vae = AutoencoderKL(**VAE_CONFIG)
@@ -93,8 +104,7 @@ def train_vae(args, images):
         if args.decoder_only:
             b = rng.choice(n, args.batch, replace=False)
             x = images_to_x(images[idx_all[b]])
-            mean, logvar = params[torch.from_numpy(b)].chunk(2, dim=1)
-            y = vae.decode(mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * torch.randn_like(mean)).sample
+            y = vae.decode(sample_latents(params[torch.from_numpy(b)])).sample
             kl = torch.zeros(())
         else:
             x = images_to_x(images[rng.choice(len(images), args.batch, replace=False)])
@@ -115,12 +125,13 @@ def train_vae(args, images):
     vae.save_pretrained(os.path.join(args.work, "vae"), safe_serialization=True)  # before anything can fail
     with torch.no_grad():
         idx = rng.choice(len(images), 512, replace=False)
-        z = torch.cat([vae.encode(images_to_x(images[b])).latent_dist.mean for b in idx.reshape(-1, 64)])
-        scale = float(1.0 / z.std())
+        if args.decoder_only:  # same encoder, same latent scale
+            scale = vae.config.scaling_factor
+        else:
+            z = torch.cat([vae.encode(images_to_x(images[b])).latent_dist.mean for b in idx.reshape(-1, 64)])
+            scale = float(1.0 / z.std())
         y = torch.cat([vae.decode(vae.encode(images_to_x(images[b])).latent_dist.mean).sample for b in idx.reshape(-1, 64)[:2]])
         err = (y.clamp(-1, 1) - images_to_x(images[idx[:128]])).abs().mul(127.5).mean().item()
-    if args.decoder_only:  # same encoder, same latent scale
-        scale = vae.config.scaling_factor
     vae.register_to_config(scaling_factor=scale)
     vae.save_pretrained(os.path.join(args.work, "vae"), safe_serialization=True)
     info = {"steps": args.steps, "batch": args.batch, "seconds": round(time.time() - t0), "scaling_factor": scale,
@@ -141,9 +152,7 @@ def train_unet(args, images):
     n = min(len(images), args.pool)
     idx_all = rng.permutation(len(images))[:n]
     t0 = time.time()
-    with torch.no_grad():  # latent distribution parameters, sampled per step like SD's training
-        params = torch.cat([vae.encode(images_to_x(images[idx_all[i:i + 256]])).latent_dist.parameters
-                            for i in range(0, n, 256)])
+    params = latent_params(vae, images, idx_all)
     toks = torch.from_numpy(tokens[idx_all].astype(np.float32))
     print(f"encoded {n} pictures in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
     unet = UNet2DConditionModel(**UNET_CONFIG)
@@ -163,8 +172,7 @@ def train_unet(args, images):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, lr)
         b = torch.from_numpy(rng.choice(n, args.batch, replace=False))
-        mean, logvar = params[b].chunk(2, dim=1)
-        z0 = (mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * torch.randn_like(mean)) * scale
+        z0 = sample_latents(params[b]) * scale
         noise = torch.randn_like(z0)
         t = torch.randint(0, 1000, (args.batch,))
         zt = sched.add_noise(z0, noise, t)
